@@ -1,0 +1,54 @@
+# wirecap: `make run` and `make test` install what is missing (Debian packages, the
+# virtualenv, the project) and then do their job. Both are idempotent and quiet when
+# everything is already there.
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+CAPTURE_DIR ?= captures
+
+# System packages the project runs with (run) and is tested against (test).
+DEB_RUN := libpcap0.8 tcpdump iproute2 nftables curl openssl ca-certificates python3 python3-venv
+DEB_TEST := tshark
+
+.PHONY: run test check lint typecheck unit bench clean system-deps system-deps-test
+
+run: system-deps $(VENV)/.installed-run
+	@mkdir -p -m 0700 $(CAPTURE_DIR)
+	@echo "make run: recording loopback traffic with 'wirecap record -i lo' into $(CAPTURE_DIR)/ (Ctrl-C stops)."
+	@echo "make run: the proxy front end will replace this default once it lands."
+	$(BIN)/wirecap record -i lo --format pcapng -w $(CAPTURE_DIR)/loopback-$$(date +%Y%m%d-%H%M%S).pcapng
+
+test: system-deps-test $(VENV)/.installed-test
+	$(BIN)/ruff check src tests bench
+	$(BIN)/mypy
+	$(BIN)/pytest -q
+
+bench: $(VENV)/.installed-test
+	$(BIN)/python bench/capture.py
+
+clean:
+	rm -rf $(VENV) build src/*.egg-info .mypy_cache .ruff_cache .pytest_cache .hypothesis
+
+system-deps:
+	@scripts/ensure-debian-packages $(DEB_RUN)
+
+system-deps-test: system-deps
+	@scripts/ensure-debian-packages $(DEB_TEST)
+
+$(VENV)/.created:
+	@$(MAKE) --no-print-directory system-deps
+	@$(PYTHON) -m venv $(VENV)
+	@$(BIN)/pip install -q --upgrade pip
+	@touch $@
+
+$(VENV)/.installed-run: pyproject.toml $(VENV)/.created
+	@$(MAKE) --no-print-directory system-deps
+	@$(BIN)/pip install -q -e .
+	@touch $@
+
+$(VENV)/.installed-test: pyproject.toml $(VENV)/.created
+	@$(MAKE) --no-print-directory system-deps-test
+	@$(BIN)/pip install -q -e '.[test]'
+	@touch $@ $(VENV)/.installed-run
