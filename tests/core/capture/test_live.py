@@ -151,8 +151,9 @@ def test_no_fd_leak_after_200_start_stop_cycles(tmp_path: Path) -> None:
     async def cycles() -> None:
         for i in range(200):
             capture = LiveCapture(
-                CaptureSpec(interface="lo", filter="udp port 9", buffer_size=1 << 20,
-                            buffer_timeout_ms=1),
+                CaptureSpec(
+                    interface="lo", filter="udp port 9", buffer_size=1 << 20, buffer_timeout_ms=1
+                ),
                 PcapFileOutput(tmp_path / f"c{i % 3}.pcap"),
             )
             capture.start()

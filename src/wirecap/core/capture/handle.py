@@ -104,9 +104,7 @@ class PcapHandle:
         status = pcap.pcap_activate(raw)
         if status < 0:
             self._raise_activate(status)
-        self.nanosecond: bool = (
-            pcap.pcap_get_tstamp_precision(raw) == C.PCAP_TSTAMP_PRECISION_NANO
-        )
+        self.nanosecond: bool = pcap.pcap_get_tstamp_precision(raw) == C.PCAP_TSTAMP_PRECISION_NANO
         if linktype is not None and pcap.pcap_set_datalink(raw, int(linktype)) != 0:
             raise CaptureError(f"link type {linktype}: {self._error()}")
         self.linktype: int = int(pcap.pcap_datalink(raw))

@@ -128,6 +128,7 @@ class LiveCapture:
             received_by_kernel=raw.received,
             dropped_by_kernel=raw.dropped,
             dropped_by_interface=raw.if_dropped,
+            dropped_by_output=self._output.dropped_records,
         )
 
     # -- internals -------------------------------------------------------------------

@@ -30,6 +30,9 @@ def part_path(path: str | os.PathLike[str]) -> Path:
 class CaptureOutput(Protocol):
     """Receives a capture's packets; `dumper` is what pcap_dispatch writes into."""
 
+    #: Records the output discarded (a consumer too slow); 0 for files.
+    dropped_records: int
+
     def open(self, handle: PcapHandle) -> FileDumper | MemoryDumper: ...
 
     def batch_done(self, packets: int) -> None:
@@ -45,6 +48,7 @@ class PcapFileOutput:
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
         self._dumper: FileDumper | None = None
+        self.dropped_records = 0
 
     def open(self, handle: PcapHandle) -> FileDumper:
         self._dumper = FileDumper(handle, part_path(self.path))
@@ -74,6 +78,7 @@ class BatchOutput:
         self._on_bytes = on_bytes
         self._on_close = on_close
         self._dumper: MemoryDumper | None = None
+        self.dropped_records = 0
 
     def open(self, handle: PcapHandle) -> MemoryDumper:
         self._dumper = MemoryDumper(handle)

@@ -11,7 +11,9 @@ __all__ = ["CaptureStats"]
 class CaptureStats:
     """Counters of one capture.
 
-    ``written`` is the number of records handed to the output: the packet count.
+    ``written`` is the number of records libpcap handed to the output: the packet
+    count of a file. A stream output may drop whole batches for a slow consumer;
+    ``delivered`` is then what the consumer got.
     The other three are libpcap's ``pcap_stats``: on Linux ``received`` counts what
     the socket saw before filtering, and on ``lo`` every packet twice (outgoing and
     incoming copies), so it is not a packet count.
@@ -23,6 +25,10 @@ class CaptureStats:
     dropped_by_interface: int
     #: Records the output discarded because its consumer was too slow (streams only).
     dropped_by_output: int = 0
+
+    @property
+    def delivered(self) -> int:
+        return self.written - self.dropped_by_output
 
     def summary(self) -> str:
         text = (
