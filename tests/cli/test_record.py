@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import signal
@@ -74,8 +73,22 @@ def test_count_printed_equals_records_in_file(tmp_path: Path, file_format: str) 
     path = tmp_path / f"out.{file_format}"
     with udp_sink() as port:
         proc = _start(
-            [*WIRECAP, "record", "-i", "lo", "-c", "20", "--format", file_format,
-             "-w", str(path), "udp", "dst", "port", str(port)]
+            [
+                *WIRECAP,
+                "record",
+                "-i",
+                "lo",
+                "-c",
+                "20",
+                "--format",
+                file_format,
+                "-w",
+                str(path),
+                "udp",
+                "dst",
+                "port",
+                str(port),
+            ]
         )
         send_udp(port, 50)
         status, err = _finish(proc, interrupt=False)
@@ -91,16 +104,41 @@ def test_pcapng_carries_interface_name_and_nanoseconds(tmp_path: Path) -> None:
     path = tmp_path / "out.pcapng"
     with udp_sink() as port:
         proc = _start(
-            [*WIRECAP, "record", "-i", "lo", "-c", "3", "--format", "pcapng",
-             "-w", str(path), "udp", "dst", "port", str(port)]
+            [
+                *WIRECAP,
+                "record",
+                "-i",
+                "lo",
+                "-c",
+                "3",
+                "--format",
+                "pcapng",
+                "-w",
+                str(path),
+                "udp",
+                "dst",
+                "port",
+                str(port),
+            ]
         )
         send_udp(port, 3)
         status, err = _finish(proc, interrupt=False)
     assert status == 0, err
     out = subprocess.run(
-        ["tshark", "-r", str(path), "-T", "fields", "-e", "frame.interface_name",
-         "-e", "frame.time_epoch"],
-        capture_output=True, text=True, check=True,
+        [
+            "tshark",
+            "-r",
+            str(path),
+            "-T",
+            "fields",
+            "-e",
+            "frame.interface_name",
+            "-e",
+            "frame.time_epoch",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.split("\n")
     names = {line.split("\t")[0] for line in out if line}
     assert names == {"lo"}
@@ -146,7 +184,9 @@ def test_bad_filter_exits_2_with_libpcap_message(tmp_path: Path) -> None:
     path = tmp_path / "bad.pcap"
     result = subprocess.run(
         [*WIRECAP, "record", "-i", "lo", "-w", str(path), "tcp", "port"],
-        capture_output=True, text=True, timeout=30,
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     assert result.returncode == 2
     assert "syntax error" in result.stderr
@@ -157,7 +197,9 @@ def test_bad_filter_exits_2_with_libpcap_message(tmp_path: Path) -> None:
 def test_missing_interface_exits_2(tmp_path: Path) -> None:
     result = subprocess.run(
         [*WIRECAP, "record", "-i", "wirecap-nope0", "-w", str(tmp_path / "x.pcap")],
-        capture_output=True, text=True, timeout=30,
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     assert result.returncode == 2
     assert "wirecap-nope0" in result.stderr
@@ -167,9 +209,20 @@ def test_missing_interface_exits_2(tmp_path: Path) -> None:
 def test_duration_stops_the_capture(tmp_path: Path) -> None:
     started = time.monotonic()
     result = subprocess.run(
-        [*WIRECAP, "record", "-i", "lo", "--duration", "0.5", "-w", str(tmp_path / "d.pcap"),
-         "udp port 9"],
-        capture_output=True, text=True, timeout=30,
+        [
+            *WIRECAP,
+            "record",
+            "-i",
+            "lo",
+            "--duration",
+            "0.5",
+            "-w",
+            str(tmp_path / "d.pcap"),
+            "udp port 9",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     assert result.returncode == 0, result.stderr
     assert time.monotonic() - started < 5
@@ -182,7 +235,8 @@ def test_write_to_stdout_is_a_pcap_stream(tmp_path: Path) -> None:
     with udp_sink() as port:
         proc = subprocess.Popen(
             [*WIRECAP, "record", "-i", "lo", "-c", "7", "-w", "-", f"udp dst port {port}"],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
         )
         assert proc.stderr is not None
         proc.stderr.readline()
@@ -191,6 +245,8 @@ def test_write_to_stdout_is_a_pcap_stream(tmp_path: Path) -> None:
     (tmp_path / "s.pcap").write_bytes(out)
     listing = subprocess.run(
         ["tcpdump", "-n", "-r", str(tmp_path / "s.pcap")],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     assert len(listing.splitlines()) == 7
