@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+from collections.abc import Callable
 
 import pytest
 
@@ -15,3 +18,20 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "root" in item.keywords or "netns" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture
+def run_tool() -> Callable[..., str]:
+    """Run a peer tool (tshark, capinfos, editcap, mergecap, tcpdump); its stdout.
+
+    Skips the test when the tool is not installed; fails it when the tool fails.
+    """
+
+    def run(*argv: str) -> str:
+        if shutil.which(argv[0]) is None:
+            pytest.skip(f"{argv[0]} is not installed")
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+        assert done.returncode == 0, f"{' '.join(argv)} failed: {done.stderr}"
+        return done.stdout
+
+    return run

@@ -76,54 +76,74 @@ def register(commands: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
-        "-i", "--interface", default="any", metavar="IFACE",
+        "-i",
+        "--interface",
+        default="any",
+        metavar="IFACE",
         help="interface to capture on, or 'any' (default: any)",
     )
     parser.add_argument(
-        "-w", "--write", required=True, metavar="FILE",
+        "-w",
+        "--write",
+        required=True,
+        metavar="FILE",
         help="output file; '-' writes to standard output",
     )
+    parser.add_argument("-c", "--count", type=int, metavar="COUNT", help="stop after COUNT packets")
+    parser.add_argument("--duration", type=float, metavar="SECONDS", help="stop after SECONDS")
     parser.add_argument(
-        "-c", "--count", type=int, metavar="COUNT", help="stop after COUNT packets"
-    )
-    parser.add_argument(
-        "--duration", type=float, metavar="SECONDS", help="stop after SECONDS"
-    )
-    parser.add_argument(
-        "-s", "--snapshot-length", "--snaplen", dest="snaplen", type=int,
-        default=DEFAULT_SNAPLEN, metavar="SNAPLEN",
+        "-s",
+        "--snapshot-length",
+        "--snaplen",
+        dest="snaplen",
+        type=int,
+        default=DEFAULT_SNAPLEN,
+        metavar="SNAPLEN",
         help=f"bytes kept of each packet (default: {DEFAULT_SNAPLEN}, whole packets)",
     )
     parser.add_argument(
-        "--format", dest="file_format", choices=("pcap", "pcapng"), default="pcap",
+        "--format",
+        dest="file_format",
+        choices=("pcap", "pcapng"),
+        default="pcap",
         help="output file format (default: pcap)",
     )
     parser.add_argument(
-        "--immediate", action="store_true",
+        "--immediate",
+        action="store_true",
         help="deliver each packet at once (about 10x the CPU; for low-rate captures)",
     )
     parser.add_argument(
-        "-B", "--buffer-size", type=int, default=DEFAULT_BUFFER_SIZE // 1024, metavar="KiB",
+        "-B",
+        "--buffer-size",
+        type=int,
+        default=DEFAULT_BUFFER_SIZE // 1024,
+        metavar="KiB",
         help=f"kernel capture buffer in KiB (default: {DEFAULT_BUFFER_SIZE // 1024})",
     )
     parser.add_argument(
-        "--buffer-timeout", type=int, default=DEFAULT_BUFFER_TIMEOUT_MS, metavar="MS",
+        "--buffer-timeout",
+        type=int,
+        default=DEFAULT_BUFFER_TIMEOUT_MS,
+        metavar="MS",
         help="how long the kernel holds a partly filled buffer block "
         f"(default: {DEFAULT_BUFFER_TIMEOUT_MS} ms)",
     )
     parser.add_argument(
-        "--promiscuous", action="store_true",
+        "--promiscuous",
+        action="store_true",
         help="put the interface in promiscuous mode (default: off)",
     )
     parser.add_argument(
-        "--micro", action="store_true",
+        "--micro",
+        action="store_true",
         help="microsecond timestamps (default: nanosecond where available)",
     )
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress line on a terminal")
     parser.add_argument(
-        "-q", "--quiet", action="store_true", help="no progress line on a terminal"
-    )
-    parser.add_argument(
-        "filter", nargs=argparse.REMAINDER, metavar="FILTER",
+        "filter",
+        nargs=argparse.REMAINDER,
+        metavar="FILTER",
         help="capture filter expression (tcpdump syntax), as trailing words",
     )
     parser.set_defaults(handler=lambda args: run(options_from_args(args)))
@@ -233,5 +253,3 @@ async def _show_progress(capture: LiveCapture, out: TextIO) -> None:
             f"{time.monotonic() - started:.1f} s"
         )
         out.flush()
-
-
