@@ -10,7 +10,8 @@ from wirecap.errors import BadFilterError
 
 
 @pytest.mark.parametrize(
-    "expression", ["", "tcp port 443", "tcp[tcpflags] & tcp-syn != 0", "ip6 and tcp port 443", "vlan and udp"]
+    "expression",
+    ["", "tcp port 443", "tcp[tcpflags] & tcp-syn != 0", "ip6 and tcp port 443", "vlan and udp"],
 )
 def test_valid_filters_compile(expression: str) -> None:
     check_filter(expression)
