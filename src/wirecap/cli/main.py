@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 
 from wirecap._version import __version__
-from wirecap.cli import record
+from wirecap.cli import convert, record
 from wirecap.errors import WirecapError
 
 __all__ = ["build_parser", "main"]
@@ -33,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"wirecap {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     record.register(commands)
+    convert.register(commands)
     return parser
 
 

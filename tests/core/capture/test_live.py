@@ -7,6 +7,7 @@ import os
 import shutil
 import stat
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,8 +15,9 @@ import pytest
 
 from tests.traffic import send_udp, udp_sink
 from wirecap.core.capture.live import LiveCapture
-from wirecap.core.capture.outputs import BatchOutput, PcapFileOutput, part_path
+from wirecap.core.capture.outputs import BatchOutput, PacketOutput, PcapFileOutput, part_path
 from wirecap.core.capture.spec import CaptureSpec
+from wirecap.core.formats.records import Packet
 from wirecap.errors import (
     BadFilterError,
     CaptureError,
@@ -211,3 +213,29 @@ def test_full_disk_is_reported(tiny_disk: Path) -> None:
         asyncio.run(scenario())
     # What was written before the disk filled is kept, never deleted.
     assert (tiny_disk / "full.pcap.part").exists() or (tiny_disk / "full.pcap").exists()
+
+
+def test_packet_output_hands_over_decoded_batches() -> None:
+    batches: list[list[Packet]] = []
+
+    async def scenario() -> int:
+        with udp_sink() as port:
+            capture = LiveCapture(
+                CaptureSpec(interface="lo", filter=f"udp dst port {port}"),
+                PacketOutput(batches.append),
+            )
+            capture.start()
+            before = time.time_ns()
+            send_udp(port, 64, size=10)
+            after = time.time_ns()
+            written = (await capture.stop()).written
+        packets = [p for batch in batches for p in batch]
+        assert len(packets) == written
+        for packet in packets:
+            assert before - 10**9 <= packet.ts_ns <= after + 10**9
+            assert packet.orig_len == packet.caplen == 14 + 20 + 8 + 10
+            assert packet.data.endswith(bytes(10))
+        assert [p.ts_ns for p in packets] == sorted(p.ts_ns for p in packets)
+        return written
+
+    assert asyncio.run(scenario()) == 64

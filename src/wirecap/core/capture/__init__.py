@@ -11,6 +11,7 @@ from wirecap.core.capture.live import LiveCapture
 from wirecap.core.capture.outputs import (
     BatchOutput,
     CaptureOutput,
+    PacketOutput,
     PcapFileOutput,
     PcapngFileOutput,
 )
@@ -25,6 +26,7 @@ __all__ = [
     "CaptureSpec",
     "CaptureStats",
     "LiveCapture",
+    "PacketOutput",
     "PcapFileOutput",
     "PcapngFileOutput",
     "StreamOutput",

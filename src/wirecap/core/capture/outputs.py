@@ -2,7 +2,9 @@
 
 - `PcapFileOutput`: libpcap's pcap_dump writes the file directly (the fast path).
 - `BatchOutput`: each batch is dumped into memory as classic-pcap bytes and handed
-  to a Python callable: for pcapng files, sockets, or per-packet consumers.
+  to a Python callable: for pcapng files and sockets.
+- `PacketOutput`: the same batches decoded into `Packet` values, for consumers
+  that must look at each packet.
 
 Files holding traffic are created 0600, written as ``NAME.part`` and renamed to
 ``NAME`` when complete, so a reader never mistakes a partial file for a whole one.
@@ -16,9 +18,19 @@ from pathlib import Path
 from typing import Protocol
 
 from wirecap.core.capture.handle import FileDumper, MemoryDumper, PcapHandle
+from wirecap.core.formats.convert import PcapToPcapng
+from wirecap.core.formats.decoder import CaptureDecoder
+from wirecap.core.formats.records import Packet
 from wirecap.errors import CaptureWriteError
 
-__all__ = ["BatchOutput", "CaptureOutput", "PcapFileOutput", "PcapngFileOutput", "part_path"]
+__all__ = [
+    "BatchOutput",
+    "CaptureOutput",
+    "PcapFileOutput",
+    "PacketOutput",
+    "PcapngFileOutput",
+    "part_path",
+]
 
 
 def part_path(path: str | os.PathLike[str]) -> Path:
@@ -114,8 +126,6 @@ class PcapngFileOutput(BatchOutput):
         interface_name: str | None = None,
         key_log: bytes | None = None,
     ) -> None:
-        from wirecap.core.formats.convert import PcapToPcapng
-
         self.path = Path(path)
         self._transcoder = PcapToPcapng(key_log=key_log, interface_name=interface_name)
         self._fd: int | None = None
@@ -149,3 +159,26 @@ class PcapngFileOutput(BatchOutput):
             os.close(self._fd)
             self._fd = None
         os.replace(part_path(self.path), self.path)
+
+
+class PacketOutput(BatchOutput):
+    """Batches of decoded `Packet`s handed to `on_packets`, for consumers that look at each.
+
+    libpcap still does the per-packet copy in C (into memory); Python then decodes
+    the batch with `struct`, with no cffi callback crossing per packet.
+    """
+
+    def __init__(
+        self,
+        on_packets: Callable[[list[Packet]], None],
+        on_close: Callable[[], None] = lambda: None,
+    ) -> None:
+        self._decoder = CaptureDecoder()
+        self._on_packets = on_packets
+        super().__init__(self._decode, on_close)
+
+    def _decode(self, data: bytes) -> None:
+        self._decoder.feed(data)
+        packets = [event for event in self._decoder.events() if isinstance(event, Packet)]
+        if packets:
+            self._on_packets(packets)
