@@ -26,8 +26,8 @@ from wirecap.errors import CaptureWriteError
 __all__ = [
     "BatchOutput",
     "CaptureOutput",
-    "PcapFileOutput",
     "PacketOutput",
+    "PcapFileOutput",
     "PcapngFileOutput",
     "part_path",
 ]
