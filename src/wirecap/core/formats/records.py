@@ -11,6 +11,7 @@ from typing import Literal, TypeAlias
 
 __all__ = [
     "DEFAULT_SNAPLEN",
+    "SECRETS_TLS_KEY_LOG",
     "DecryptionSecrets",
     "Event",
     "Interface",
@@ -18,7 +19,6 @@ __all__ = [
     "NameRecord",
     "NameResolution",
     "Packet",
-    "SECRETS_TLS_KEY_LOG",
     "SectionStart",
 ]
 
