@@ -8,6 +8,14 @@ import subprocess
 from collections.abc import Callable
 
 import pytest
+from hypothesis import settings
+
+# The suite is a gate: its examples are derandomized so a run is repeatable, with no
+# per-example deadline (a busy 2-core CI box is slow, not wrong). Set
+# WIRECAP_HYPOTHESIS=explore to search new examples with ten times as many.
+settings.register_profile("gate", derandomize=True, deadline=None)
+settings.register_profile("explore", max_examples=1000, deadline=None)
+settings.load_profile(os.environ.get("WIRECAP_HYPOTHESIS", "gate"))
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
