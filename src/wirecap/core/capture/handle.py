@@ -52,21 +52,33 @@ def _compile(lib: C.Libpcap, raw: Any, expression: str) -> Any:
     return program
 
 
-def check_filter(
-    expression: str, linktype: int = LinkType.ETHERNET, snaplen: int = MAX_SNAPLEN
-) -> None:
-    """Validate a BPF expression without opening an interface (a dead handle)."""
-    lib = C.load()
+def _compile_dead(lib: C.Libpcap, expression: str, linktype: int, snaplen: int) -> Any:
+    """Compile on a dead handle: no interface needed, and the program's accept value
+    is `snaplen`, which is how long the kernel cuts each packet it accepts."""
     dead = lib.pcap.pcap_open_dead_with_tstamp_precision(
         int(linktype), snaplen, C.PCAP_TSTAMP_PRECISION_NANO
     )
     if dead == lib.ffi.NULL:  # pragma: no cover - only on allocation failure
         raise CaptureError("pcap_open_dead failed")
     try:
-        program = _compile(lib, dead, expression)
-        lib.pcap.pcap_freecode(program)
+        return _compile(lib, dead, expression)
     finally:
         lib.pcap.pcap_close(dead)
+
+
+# Files carry LINKTYPE_* values, pcap_open_dead wants DLT_* ones; they differ only
+# where a DLT number meant different things on different systems (pcap-linktype(7)).
+_DLT_RAW_LINUX = 12
+_DLT_FOR_LINKTYPE: dict[int, int] = {LinkType.RAW: _DLT_RAW_LINUX}
+
+
+def check_filter(
+    expression: str, linktype: int = LinkType.ETHERNET, snaplen: int = MAX_SNAPLEN
+) -> None:
+    """Validate a BPF expression for a file link type without opening an interface."""
+    lib = C.load()
+    dlt = _DLT_FOR_LINKTYPE.get(linktype, linktype)
+    lib.pcap.pcap_freecode(_compile_dead(lib, expression, dlt, snaplen))
 
 
 class PcapHandle:
@@ -107,6 +119,8 @@ class PcapHandle:
         self.nanosecond: bool = pcap.pcap_get_tstamp_precision(raw) == C.PCAP_TSTAMP_PRECISION_NANO
         if linktype is not None and pcap.pcap_set_datalink(raw, int(linktype)) != 0:
             raise CaptureError(f"link type {linktype}: {self._error()}")
+        #: libpcap's DLT_* value of the handle (what pcap_open_dead and
+        #: pcap_set_datalink take; pcap_dump writes the LINKTYPE_* equivalent).
         self.linktype: int = int(pcap.pcap_datalink(raw))
         self.snaplen = int(pcap.pcap_snapshot(raw))
         if spec.filter:
@@ -144,6 +158,25 @@ class PcapHandle:
         if self._raw is None:
             raise CaptureError("capture handle is closed")
         return self._raw
+
+    def set_filter(self, expression: str, *, snaplen: int | None = None) -> None:
+        """Replace the filter of the running handle.
+
+        With `snaplen`, the program is compiled for that snapshot length, so from
+        now on the kernel keeps only the first `snaplen` bytes of each packet: the
+        one way to shorten packets on an active handle (pcap_set_snaplen works
+        only before activation).
+        """
+        lib = self._lib
+        if snaplen is None:
+            program = _compile(lib, self.raw, expression)
+        else:
+            program = _compile_dead(lib, expression, self.linktype, snaplen)
+        try:
+            if lib.pcap.pcap_setfilter(self.raw, program) != 0:
+                raise BadFilterError(_text(lib, lib.pcap.pcap_geterr(self.raw)))
+        finally:
+            lib.pcap.pcap_freecode(program)
 
     def dispatch(self, dumper: FileDumper | MemoryDumper, count: int = -1) -> int:
         """Write what libpcap has ready (up to `count` packets) with pcap_dump; never blocks.
@@ -206,6 +239,10 @@ class FileDumper:
             lib.pcap.pcap_dump_file(self._dumper)
         ):
             raise CaptureWriteError(f"{self.path}: write failed: {os.strerror(lib.ffi.errno)}")
+
+    def tell(self) -> int:
+        """Bytes written to the file so far (header included), buffered ones too."""
+        return int(self._lib.pcap.pcap_dump_ftell64(self._dumper))
 
     def close(self) -> None:
         if self._dumper is None:

@@ -84,6 +84,10 @@ class LiveCapture:
     def nanosecond(self) -> bool:
         return bool(self._require_handle().nanosecond)
 
+    def set_filter(self, expression: str, *, snaplen: int | None = None) -> None:
+        """Swap the filter of the running capture (see PcapHandle.set_filter)."""
+        self._require_handle().set_filter(expression, snaplen=snaplen)
+
     async def wait(self) -> None:
         """Return when the packet count is reached; raise if the capture failed."""
         if self._done is None:
