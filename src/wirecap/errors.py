@@ -6,12 +6,14 @@
     ├── UsageError               the caller asked for something impossible (exit 2)
     │   ├── BadFilterError       BPF expression libpcap cannot compile
     │   ├── NoSuchInterfaceError interface name the system does not know
-    │   └── OptionError          an option value out of range or malformed
+    │   ├── OptionError          an option value out of range or malformed
+    │   └── CredentialsFileError password file unsafe, unreadable or not UTF-8
     ├── SystemSetupError         the machine lacks something (exit 3)
     │   ├── LibpcapMissingError  libpcap shared library not found
     │   └── PermissionDeniedError capture needs CAP_NET_RAW / root
     ├── CaptureError             a running capture failed (exit 4)
     │   └── CaptureWriteError    the output could not be written (disk full, I/O error)
+    ├── MailError                a message could not be handed to the mail system
     └── DecodeError              input bytes are not what they claim (exit 5)
         ├── TruncatedError       input ended inside a record
         ├── FormatError          bad magic, bad block, impossible field
@@ -27,10 +29,12 @@ __all__ = [
     "BadFilterError",
     "CaptureError",
     "CaptureWriteError",
+    "CredentialsFileError",
     "DecodeError",
     "FormatError",
     "LibpcapMissingError",
     "LimitExceededError",
+    "MailError",
     "NoSuchInterfaceError",
     "OptionError",
     "PermissionDeniedError",
@@ -66,6 +70,11 @@ class OptionError(UsageError):
     """An option value is malformed or out of its allowed range."""
 
 
+class CredentialsFileError(UsageError):
+    """The password file (ccpasswd) cannot be used: missing, unreadable, not UTF-8,
+    not a regular file, readable by group or others, or owned by someone else."""
+
+
 class SystemSetupError(WirecapError):
     """The machine lacks something wirecap needs (a library, a privilege)."""
 
@@ -88,6 +97,10 @@ class CaptureError(WirecapError):
 
 class CaptureWriteError(CaptureError):
     """Captured packets could not be written (full disk, I/O error)."""
+
+
+class MailError(WirecapError):
+    """Sendmail or the SMTP server refused, failed or timed out; the capture stays spooled."""
 
 
 class DecodeError(WirecapError):
