@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 
 from wirecap._version import __version__
-from wirecap.cli import convert, record
+from wirecap.cli import convert, proxy, record
 from wirecap.errors import WirecapError
 
 __all__ = ["build_parser", "main"]
@@ -34,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     record.register(commands)
     convert.register(commands)
+    proxy.register(commands)
     return parser
 
 

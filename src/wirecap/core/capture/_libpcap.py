@@ -51,11 +51,19 @@ struct timeval { long tv_sec; long tv_usec; };
 struct pcap_pkthdr { struct timeval ts; bpf_u_int32 caplen; bpf_u_int32 len; };
 struct pcap_stat { unsigned int ps_recv; unsigned int ps_drop; unsigned int ps_ifdrop; };
 struct bpf_program { unsigned int bf_len; void *bf_insns; };
+struct sockaddr { unsigned short sa_family; char sa_data[14]; };
+struct pcap_addr {
+    struct pcap_addr *next;
+    struct sockaddr *addr;
+    struct sockaddr *netmask;
+    struct sockaddr *broadaddr;
+    struct sockaddr *dstaddr;
+};
 struct pcap_if {
     struct pcap_if *next;
     char *name;
     char *description;
-    void *addresses;
+    struct pcap_addr *addresses;
     bpf_u_int32 flags;
 };
 typedef struct pcap_if pcap_if_t;

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import ipaddress
+import socket
 from dataclasses import dataclass
+from typing import Any
 
 from wirecap.core.capture import _libpcap as C
 from wirecap.errors import CaptureError
 
-__all__ = ["CaptureDevice", "list_devices"]
+__all__ = ["CaptureDevice", "device_for_address", "list_devices"]
 
 # pcap/pcap.h interface flags.
 _PCAP_IF_LOOPBACK = 0x1
@@ -22,6 +25,23 @@ class CaptureDevice:
     loopback: bool
     up: bool
     running: bool
+    addresses: tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, ...] = ()
+
+
+# struct sockaddr_in: family(2) port(2) addr(4); struct sockaddr_in6: family(2)
+# port(2) flowinfo(4) addr(16).
+_SIN_ADDR, _SIN6_ADDR = 4, 8
+
+
+def _address(ffi: Any, sa: Any) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    if sa == ffi.NULL:
+        return None
+    raw = ffi.cast("unsigned char *", sa)
+    if sa.sa_family == socket.AF_INET:
+        return ipaddress.IPv4Address(bytes(ffi.buffer(raw + _SIN_ADDR, 4)))
+    if sa.sa_family == socket.AF_INET6:
+        return ipaddress.IPv6Address(bytes(ffi.buffer(raw + _SIN6_ADDR, 16)))
+    return None
 
 
 def list_devices() -> list[CaptureDevice]:
@@ -40,6 +60,13 @@ def list_devices() -> list[CaptureDevice]:
             if node.description != ffi.NULL:
                 description = ffi.string(node.description).decode("utf-8", "replace")
             flags = int(node.flags)
+            addresses = []
+            entry = node.addresses
+            while entry != ffi.NULL:
+                address = _address(ffi, entry.addr)
+                if address is not None:
+                    addresses.append(address)
+                entry = entry.next
             devices.append(
                 CaptureDevice(
                     name=ffi.string(node.name).decode("utf-8", "replace"),
@@ -47,6 +74,7 @@ def list_devices() -> list[CaptureDevice]:
                     loopback=bool(flags & _PCAP_IF_LOOPBACK),
                     up=bool(flags & _PCAP_IF_UP),
                     running=bool(flags & _PCAP_IF_RUNNING),
+                    addresses=tuple(addresses),
                 )
             )
             node = node.next
@@ -54,3 +82,11 @@ def list_devices() -> list[CaptureDevice]:
         if head[0] != ffi.NULL:
             lib.pcap.pcap_freealldevs(head[0])
     return devices
+
+
+def device_for_address(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
+    """The interface that holds `address` (the one its packets leave by), if any."""
+    for device in list_devices():
+        if address in device.addresses:
+            return device.name
+    return None
