@@ -12,9 +12,10 @@ from pathlib import Path
 SECRET_BODY = b"wirecap-secret-body-7f3a"
 
 
-def make_certificate(directory: Path) -> tuple[Path, Path]:
-    """A throwaway self-signed certificate for 127.0.0.1, made with the openssl CLI."""
+def make_certificate(directory: Path, name: str = "127.0.0.1") -> tuple[Path, Path]:
+    """A throwaway self-signed certificate for `name` (an IP or a DNS name), via openssl."""
     cert, key = directory / "cert.pem", directory / "key.pem"
+    san = f"IP:{name}" if name[0].isdigit() or ":" in name else f"DNS:{name}"
     subprocess.run(
         [
             "openssl",
@@ -26,9 +27,9 @@ def make_certificate(directory: Path) -> tuple[Path, Path]:
             "-days",
             "1",
             "-subj",
-            "/CN=127.0.0.1",
+            f"/CN={name}",
             "-addext",
-            "subjectAltName=IP:127.0.0.1",
+            f"subjectAltName={san}",
             "-keyout",
             str(key),
             "-out",

@@ -63,8 +63,9 @@ def parse_listen(text: str) -> ListenAddress:
         raise OptionError(f"-l {text}: put an IPv6 address in brackets: [addr]:port")
     else:
         host, port_text = None, text
-    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
-        raise OptionError(f"-l {text}: the port must be 1..65535")
+    # Port 0 asks the kernel for a free port; the proxy logs the one it got.
+    if not port_text.isdigit() or not 0 <= int(port_text) < 65536:
+        raise OptionError(f"-l {text}: the port must be 0..65535")
     return ListenAddress(host, int(port_text))
 
 
