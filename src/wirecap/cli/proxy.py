@@ -327,6 +327,8 @@ async def _serve(options: ProxyOptions) -> int:
     spool = Spool(options.spool)
     for path in spool.recovered.incomplete:
         log.warning("left in the spool from an earlier run (kept): %s", path)
+    for path, why in spool.recovered.unreadable:
+        log.warning("unusable spool entry (kept): %s: %s", path, why)
     transport = _transport(options)
     mailer = None
     if transport is not None:
@@ -343,6 +345,13 @@ async def _serve(options: ProxyOptions) -> int:
             proxy_host=options.proxy_name,
             message_id_domain=options.proxy_name,
             keep=options.keep,
+            on_delivery=lambda d: log.info(
+                "mail %s: %s (attempt %d)%s",
+                d.capture.entry.stem,
+                d.status,
+                d.attempt,
+                f": {d.error}" if d.error else "",
+            ),
         )
         queued = mailer.requeue_pending()
         if queued:
