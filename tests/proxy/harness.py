@@ -61,7 +61,10 @@ def write_ccpasswd(path: Path, lines: Sequence[str], mode: int = 0o600) -> Path:
 
 
 @contextmanager
-def proxy(tmp_path: Path, *args: str, passwd: Path | None = None) -> Iterator[RunningProxy]:
+def proxy(
+    tmp_path: Path, *args: str, passwd: Path | None = None, prefix: Sequence[str] = ()
+) -> Iterator[RunningProxy]:
+    """Start `wirecap proxy` on 127.0.0.1 (inside a namespace when `prefix` says so)."""
     if passwd is None:
         passwd = write_ccpasswd(tmp_path / "ccpasswd", [f"alice:{PASSWORD}:alice@example.org"])
     spool = tmp_path / "spool"
@@ -69,6 +72,7 @@ def proxy(tmp_path: Path, *args: str, passwd: Path | None = None) -> Iterator[Ru
     with log.open("w") as log_file:
         process = subprocess.Popen(
             [
+                *prefix,
                 sys.executable,
                 "-m",
                 "wirecap",
