@@ -149,6 +149,7 @@ def test_upload_into_a_black_hole_shows_retransmitted_full_size_segments(
             summary, pcap = _capture(running)
     assert result["status"] == 200
     assert result["received"] == 0  # never got the origin's answer
+    assert summary["stop_reason"] == "idle_timeout"
     assert not _fields(pcap, "icmp || icmpv6")
     retransmitted = _fields(pcap, "tcp.analysis.retransmission && tcp.len > 1232", "tcp.len")
     assert retransmitted, "no full-size retransmission seen"
