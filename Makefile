@@ -6,27 +6,26 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-CAPTURE_DIR ?= captures
 
 # System packages the project runs with (run) and is tested against (test).
 DEB_RUN := libpcap0.8 tcpdump iproute2 nftables curl openssl ca-certificates python3 python3-venv
-DEB_TEST := tshark
+DEB_TEST := tshark chromium
+DEB_BENCH := socat
 
 .PHONY: run test check lint typecheck unit bench clean system-deps system-deps-test
 
 run: system-deps $(VENV)/.installed-run
-	@mkdir -p -m 0700 $(CAPTURE_DIR)
-	@echo "make run: recording loopback traffic with 'wirecap record -i lo' into $(CAPTURE_DIR)/ (Ctrl-C stops)."
-	@echo "make run: the proxy front end will replace this default once it lands."
-	$(BIN)/wirecap record -i lo --format pcapng -w $(CAPTURE_DIR)/loopback-$$(date +%Y%m%d-%H%M%S).pcapng
+	@scripts/run-proxy
 
 test: system-deps-test $(VENV)/.installed-test
 	$(BIN)/ruff check src tests bench
 	$(BIN)/mypy
 	$(BIN)/pytest -q
 
-bench: $(VENV)/.installed-test
+bench: system-deps-test $(VENV)/.installed-test
+	@scripts/ensure-debian-packages $(DEB_BENCH)
 	$(BIN)/python bench/capture.py
+	$(BIN)/python bench/proxy.py
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -252,6 +252,7 @@ class ProxyServer:
                 (("Retry-After", str(max(1, math.ceil(retry)))),),
             )
             return
+        log.debug("request from %s: %s %s", client_ep, head.method, head.target)
         target = connect_target(head)
         if isinstance(target, HeadError):
             self._metrics.rejected(f"http_{target.status}")
@@ -288,6 +289,9 @@ class ProxyServer:
         if len(answers) == 1:
             result = self._verifier.verify(answers[0], method=head.method, uri=head.target)
             if isinstance(result, Accepted):
+                log.debug(
+                    "auth ok from %s: user %s, %s", client_ep, result.username, result.algorithm
+                )
                 return result.username, result.authentication_info
             stale = isinstance(result, Stale)
             if not stale:
@@ -304,6 +308,8 @@ class ProxyServer:
         elif len(answers) > 1:
             client.reject(HeadError(400, "more than one Proxy-Authorization field"))
             return None
+        else:
+            log.debug("challenge to %s for %s (no credentials)", client_ep, target.authority)
         challenges = tuple(("Proxy-Authenticate", c) for c in self._verifier.challenge(stale=stale))
         client.reject(HeadError(407, "proxy authentication required"), challenges)
         return None
@@ -390,6 +396,7 @@ class ProxyServer:
             await self._refuse(client, slot, summary, failed)
             return
         summary.capture_file = slot.pcap.name
+        log.debug("%s: capture armed on %s: %s", slot.connection_id, interface, recorder.filter)
         connected = await self._connect(sock, destination, target.port, client)
         if isinstance(connected, _ConnectFailed):
             sock.close()
