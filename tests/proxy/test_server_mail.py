@@ -116,3 +116,29 @@ def test_smtp_delivery_removes_the_capture_after_acceptance(tmp_path: Path) -> N
     assert len(parts) == 1
     pcap = parts[0].get_payload(decode=True)
     assert isinstance(pcap, bytes) and pcap[:4] in (b"\xd4\xc3\xb2\xa1", b"\x4d\x3c\xb2\xa1")
+
+
+def test_sigterm_finishes_and_mails_an_open_tunnel_before_exit(tmp_path: Path) -> None:
+    from tests.proxy.harness import PASSWORD
+    from tests.proxy.tunnel_client import connect
+
+    sendmail = _fake_sendmail(tmp_path, 0)
+    with (
+        tls_origin(tmp_path) as origin,
+        proxy(tmp_path, "--digest-algorithms", "MD5", str(sendmail), "-t", "-i") as running,
+    ):
+        sock, status = connect(running.port, f"127.0.0.1:{origin.port}", "alice", PASSWORD)
+        try:
+            assert status == 200
+            started = time.monotonic()
+            log = running.stop()  # SIGTERM while the tunnel is open
+            assert time.monotonic() - started < 30
+        finally:
+            sock.close()
+    assert "shutting down" in log and "mail " in log
+    mails = list(tmp_path.glob("mail-*.eml"))
+    assert len(mails) == 1
+    message = email.message_from_bytes(mails[0].read_bytes(), policy=email.policy.default)
+    assert "proxy shut down" in message.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    # Mailed, so removed from the spool; nothing else left behind.
+    assert not list(running.spool.glob("*/*.pcap*"))

@@ -218,9 +218,17 @@ class ProxyServer:
             server.close()
         for tunnel in list(self._tunnels):
             tunnel.close(TunnelEnd.SHUTDOWN)
-        pending = {c.task for c in self._clients if c.task is not None} | self._finishing
-        if pending:
-            await asyncio.wait(pending, timeout=timeout)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        # Connection tasks end by starting a finishing task (capture stop, spool,
+        # mail queue): wait until neither kind is left, or the time is up.
+        while True:
+            pending = {c.task for c in self._clients if c.task is not None} | self._finishing
+            pending = {task for task in pending if not task.done()}
+            remaining = deadline - loop.time()
+            if not pending or remaining <= 0:
+                break
+            await asyncio.wait(pending, timeout=remaining)
         for server in self._servers:
             await server.wait_closed()
 
