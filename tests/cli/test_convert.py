@@ -30,7 +30,7 @@ def _tshark_http_bodies(path: Path, port: int) -> list[str]:
             "-d",
             f"tcp.port=={port},tls",
             "-Y",
-            "http.response",
+            f"http.response && tcp.port == {port}",
             "-T",
             "fields",
             "-e",
