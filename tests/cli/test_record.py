@@ -67,10 +67,8 @@ def _needs(*tools: str) -> None:
             pytest.skip(f"{tool} not installed")
 
 
-@pytest.mark.parametrize("file_format", ["pcap", "pcapng"])
-def test_count_printed_equals_records_in_file(tmp_path: Path, file_format: str) -> None:
-    _needs("capinfos", "tshark")
-    path = tmp_path / f"out.{file_format}"
+def _record_udp(path: Path, count: int, file_format: str, sent: int) -> str:
+    """`wirecap record -c COUNT` of loopback UDP while `sent` datagrams go by; its stderr."""
     with udp_sink() as port:
         proc = _start(
             [
@@ -79,7 +77,7 @@ def test_count_printed_equals_records_in_file(tmp_path: Path, file_format: str) 
                 "-i",
                 "lo",
                 "-c",
-                "20",
+                str(count),
                 "--format",
                 file_format,
                 "-w",
@@ -90,9 +88,17 @@ def test_count_printed_equals_records_in_file(tmp_path: Path, file_format: str) 
                 str(port),
             ]
         )
-        send_udp(port, 50)
+        send_udp(port, sent)
         status, err = _finish(proc, interrupt=False)
     assert status == 0, err
+    return err
+
+
+@pytest.mark.parametrize("file_format", ["pcap", "pcapng"])
+def test_count_printed_equals_records_in_file(tmp_path: Path, file_format: str) -> None:
+    _needs("capinfos", "tshark")
+    path = tmp_path / f"out.{file_format}"
+    err = _record_udp(path, 20, file_format, 50)
     assert _printed_count(err) == 20
     assert _capinfos_count(path) == 20
     assert _tshark_count(path) == 20
@@ -102,28 +108,7 @@ def test_count_printed_equals_records_in_file(tmp_path: Path, file_format: str) 
 def test_pcapng_carries_interface_name_and_nanoseconds(tmp_path: Path) -> None:
     _needs("tshark")
     path = tmp_path / "out.pcapng"
-    with udp_sink() as port:
-        proc = _start(
-            [
-                *WIRECAP,
-                "record",
-                "-i",
-                "lo",
-                "-c",
-                "3",
-                "--format",
-                "pcapng",
-                "-w",
-                str(path),
-                "udp",
-                "dst",
-                "port",
-                str(port),
-            ]
-        )
-        send_udp(port, 3)
-        status, err = _finish(proc, interrupt=False)
-    assert status == 0, err
+    _record_udp(path, 3, "pcapng", 3)
     out = subprocess.run(
         [
             "tshark",

@@ -12,7 +12,7 @@ import pytest
 
 from tests.dns_responder import dns_responder
 from tests.proxy.harness import BODY, PASSWORD, curl, proxy, tls_origin, write_ccpasswd
-from wirecap.proxy.digest import digest_response
+from tests.proxy.tunnel_client import authorized_connect, challenge_params
 
 pytestmark = pytest.mark.root
 
@@ -142,40 +142,12 @@ def _raw_exchange(port: int, request: bytes) -> bytes:
     return b"".join(chunks)
 
 
-def _challenge_params(response: bytes) -> dict[str, str]:
-    line = next(
-        line for line in response.decode().split("\r\n") if line.startswith("Proxy-Authenticate")
-    )
-    params = {}
-    for part in line.split("Digest ", 1)[1].split(", "):
-        key, _, value = part.partition("=")
-        params[key] = value.strip('"')
-    return params
-
-
 def test_replayed_nonce_count_is_rejected_and_other_methods_get_405(tmp_path: Path) -> None:
     with tls_origin(tmp_path) as origin, proxy(tmp_path, "--digest-algorithms", "MD5") as running:
         target = f"127.0.0.1:{origin.port}"
         head = f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n"
-        challenge = _challenge_params(_raw_exchange(running.port, (head + "\r\n").encode()))
-        response = digest_response(
-            "MD5",
-            username="alice",
-            realm="connectcap",
-            password=PASSWORD,
-            method="CONNECT",
-            uri=target,
-            nonce=challenge["nonce"],
-            nc="00000001",
-            cnonce="abcdef",
-        )
-        authorization = (
-            f'Proxy-Authorization: Digest username="alice", realm="connectcap", '
-            f'nonce="{challenge["nonce"]}", uri="{target}", response="{response}", '
-            f'algorithm=MD5, qop=auth, nc=00000001, cnonce="abcdef", '
-            f'opaque="{challenge["opaque"]}"\r\n'
-        )
-        request = (head + authorization + "\r\n").encode()
+        challenge = challenge_params(_raw_exchange(running.port, (head + "\r\n").encode()))
+        request = authorized_connect(target, challenge, "alice", PASSWORD)
         first = _raw_exchange_first_line(running.port, request)
         assert first.startswith(b"HTTP/1.1 200")
         replay = _raw_exchange(running.port, request)

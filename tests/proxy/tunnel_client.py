@@ -27,7 +27,8 @@ def _head(sock: socket.socket) -> tuple[bytes, bytes]:
     return head, rest
 
 
-def _params(head: bytes) -> dict[str, str]:
+def challenge_params(head: bytes) -> dict[str, str]:
+    """The parameters of the first Proxy-Authenticate challenge in a response head."""
     for line in head.decode().split("\r\n"):
         if line.lower().startswith("proxy-authenticate:"):
             params = {}
@@ -38,10 +39,34 @@ def _params(head: bytes) -> dict[str, str]:
     raise SystemExit(f"no challenge in {head!r}")
 
 
+def authorized_connect(
+    target: str, challenge: dict[str, str], user: str, password: str, nc: str = "00000001"
+) -> bytes:
+    """A CONNECT head answering `challenge` (RFC 7616 §3.4, qop=auth)."""
+    algorithm = challenge["algorithm"]
+    response = digest_response(
+        algorithm,
+        username=user,
+        realm=challenge["realm"],
+        password=password,
+        method="CONNECT",
+        uri=target,
+        nonce=challenge["nonce"],
+        nc=nc,
+        cnonce="c0ffee",
+    )
+    return (
+        f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\nProxy-Authorization: Digest "
+        f'username="{user}", realm="{challenge["realm"]}", nonce="{challenge["nonce"]}", '
+        f'uri="{target}", response="{response}", algorithm={algorithm}, qop=auth, '
+        f'nc={nc}, cnonce="c0ffee", opaque="{challenge["opaque"]}"\r\n\r\n'
+    ).encode()
+
+
 def connect(port: int, target: str, user: str, password: str) -> tuple[socket.socket, int]:
     with socket.create_connection(("127.0.0.1", port)) as first:
         first.sendall(f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n".encode())
-        challenge = _params(_head(first)[0])
+        challenge = challenge_params(_head(first)[0])
     algorithm = challenge["algorithm"]
     response = digest_response(
         algorithm,
