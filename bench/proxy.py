@@ -145,7 +145,7 @@ _NOTHING = CaptureStats(0, 0, 0, 0)
 class NoCaptureRecorder(ConnectionRecorder):
     """ConnectionRecorder that never opens its capture (benchmark only)."""
 
-    def start(self):
+    async def start(self):
         pass
 
     def stats(self):

@@ -114,7 +114,7 @@ async def _tunnel_like_exchange(
     local_port = sock.getsockname()[1]
     tup = FourTuple(ipaddress.ip_address(host), local_port, ipaddress.ip_address(host), origin_port)
     recorder = ConnectionRecorder("lo", tup, tmp_path / "conn.pcap", size_cap=cap)
-    recorder.start()
+    await recorder.start()
     sock.setblocking(False)
     await asyncio.get_running_loop().sock_connect(sock, (host, origin_port))
     reader, writer = await asyncio.open_connection(sock=sock)

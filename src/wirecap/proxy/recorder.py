@@ -192,8 +192,9 @@ class ConnectionRecorder:
             self._output,
         )
 
-    def start(self) -> None:
-        self._capture.start()
+    async def start(self) -> None:
+        """Arm the capture (activation runs in a worker thread, off the event loop)."""
+        await self._capture.start_async()
 
     def _truncate(self) -> None:
         # Same filter, compiled for a short snapshot: the kernel now cuts packets.

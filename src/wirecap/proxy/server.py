@@ -391,7 +391,7 @@ class ProxyServer:
             size_cap=options.size_cap,
         )
         try:
-            recorder.start()  # armed before the SYN leaves
+            await recorder.start()  # armed before the SYN leaves
         except WirecapError as exc:
             sock.close()
             failed = _ConnectFailed(

@@ -61,12 +61,28 @@ class LiveCapture:
     # -- lifecycle -------------------------------------------------------------------
 
     def start(self) -> None:
-        """Open, activate, filter and watch the handle. Must run inside the event loop."""
+        """Open, activate, filter and watch the handle. Must run inside the event loop.
+
+        Activation maps the kernel ring, which can take tens of milliseconds
+        (the kernel waits for an RCU grace period); a server with many captures
+        should use `start_async`, which does that off the event loop.
+        """
+        self._check_startable()
+        self._attach(PcapHandle(self.spec, linktype=self._linktype))
+
+    async def start_async(self) -> None:
+        """`start`, with the slow open and activation done in a worker thread."""
+        self._check_startable()
+        handle = await asyncio.to_thread(PcapHandle, self.spec, linktype=self._linktype)
+        self._attach(handle)
+
+    def _check_startable(self) -> None:
         if self._handle is not None or self._final is not None:
             raise CaptureError("capture already started")
+
+    def _attach(self, handle: PcapHandle) -> None:
         self._loop = asyncio.get_running_loop()
         self._done = self._loop.create_future()
-        handle = PcapHandle(self.spec, linktype=self._linktype)
         try:
             self._dumper = self._output.open(handle)
         except BaseException:
@@ -116,9 +132,14 @@ class LiveCapture:
                 )
                 self._dispatch()
         finally:
-            self._final = self._close()
-        if self._done is not None and self._done.done() and self._done.exception() is not None:
-            raise self._done.exception()  # type: ignore[misc]
+            try:
+                self._final = await self._close()
+            finally:
+                # Taking the failure out marks it retrieved, also when closing
+                # raised first (a full disk fails the flush at close again).
+                failure = self._done.exception() if self._done is not None else None
+        if failure is not None:
+            raise failure
         return self._final
 
     def stats(self) -> CaptureStats:
@@ -174,7 +195,7 @@ class LiveCapture:
             else:
                 self._done.set_exception(exc)
 
-    def _close(self) -> CaptureStats:
+    async def _close(self) -> CaptureStats:
         handle = self._require_handle()
         try:
             stats = self.stats()
@@ -184,5 +205,6 @@ class LiveCapture:
         try:
             self._output.close()
         finally:
-            handle.close()
+            # Closing a packet socket waits for the kernel (tens of ms): not on the loop.
+            await asyncio.to_thread(handle.close)
         return stats
