@@ -1,0 +1,1 @@
+"""Test data files and the scripts that make them."""
