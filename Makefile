@@ -26,6 +26,7 @@ bench: system-deps-test $(VENV)/.installed-test
 	@scripts/ensure-debian-packages $(DEB_BENCH)
 	$(BIN)/python bench/capture.py
 	$(BIN)/python bench/proxy.py
+	$(BIN)/python bench/analyze.py
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .mypy_cache .ruff_cache .pytest_cache .hypothesis

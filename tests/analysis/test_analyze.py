@@ -60,11 +60,11 @@ GOLDEN: dict[str, tuple[Verdict, tuple[Verdict, ...]]] = {
     "reset_by_client": (Verdict.RESET_BY_CLIENT, ()),
     "pmtud_blackhole_sender": (Verdict.PMTUD_BLACK_HOLE, ()),
     "pmtud_blackhole_receiver": (Verdict.PMTUD_BLACK_HOLE, ()),
-    "pmtud_working": (Verdict.COMPLETED_NORMALLY, (Verdict.PMTUD_WORKING,)),
-    "pmtud_working_v6": (Verdict.COMPLETED_NORMALLY, (Verdict.PMTUD_WORKING,)),
+    "pmtud_working": (Verdict.PMTUD_WORKING, (Verdict.COMPLETED_NORMALLY,)),
+    "pmtud_working_v6": (Verdict.PMTUD_WORKING, (Verdict.COMPLETED_NORMALLY,)),
     "heavy_loss": (Verdict.HEAVY_LOSS, (Verdict.COMPLETED_NORMALLY,)),
     "zero_window": (Verdict.ZERO_WINDOW_STALL, (Verdict.COMPLETED_NORMALLY,)),
-    "slow_handshake": (Verdict.COMPLETED_NORMALLY, (Verdict.SLOW_HANDSHAKE,)),
+    "slow_handshake": (Verdict.SLOW_HANDSHAKE, (Verdict.COMPLETED_NORMALLY,)),
     "truncated": (Verdict.TRUNCATED, ()),
 }
 

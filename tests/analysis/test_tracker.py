@@ -106,7 +106,7 @@ def test_port_reuse_starts_a_new_connection() -> None:
     first, reused = report.connections[0], report.connections[2]
     assert (first.client.port, reused.client.port) == (40000, 40000)
     assert first.handshake.syns == 2
-    assert first.verdict.verdict.value == "completed_normally"
+    assert "completed_normally" in {f.verdict.value for f in first.findings}
     assert reused.first.packet == 11
 
 

@@ -33,9 +33,9 @@ def test_rules_run_in_the_documented_order() -> None:
         Verdict.RESET_BY_SERVER,
         Verdict.RESET_BY_CLIENT,
         Verdict.HEAVY_LOSS,
-        Verdict.COMPLETED_NORMALLY,
         Verdict.PMTUD_WORKING,
         Verdict.SLOW_HANDSHAKE,
+        Verdict.COMPLETED_NORMALLY,
         Verdict.TRUNCATED,
         Verdict.UNKNOWN,
     ]
@@ -178,8 +178,8 @@ class TestSlowHandshake:
         exchange(s, 1020)
         s.close(1100)
         c = only(s.analyze())
-        assert verdicts(c) == [Verdict.COMPLETED_NORMALLY, Verdict.SLOW_HANDSHAKE]
-        slow = c.also[0]
+        assert verdicts(c) == [Verdict.SLOW_HANDSHAKE, Verdict.COMPLETED_NORMALLY]
+        slow = c.verdict
         assert "1,010.1 ms, over 1,000.0 ms (SYN retries 1, SYN-ACK retries 0)" in slow.detail
         assert [e.what for e in slow.evidence] == [
             "SYN",
@@ -368,8 +368,8 @@ def test_pmtud_working() -> None:
     s.ack(SERVER, 32)
     s.close(40)
     c = only(s.analyze())
-    assert verdicts(c) == [Verdict.COMPLETED_NORMALLY, Verdict.PMTUD_WORKING]
-    working = c.also[0]
+    assert verdicts(c) == [Verdict.PMTUD_WORKING, Verdict.COMPLETED_NORMALLY]
+    working = c.verdict
     assert working.detail == (
         "10.0.0.254 reported MTU 1280 for a 1448-byte client segment; the client then sent "
         "segments that fit and its data got through"

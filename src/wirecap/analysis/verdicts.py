@@ -5,7 +5,8 @@
 a `Finding` with its detail, vantage point and evidence, or does not. The first rule
 that matches gives the connection's primary verdict; every other rule that matches
 is a secondary finding, in table order. The order puts what ended or broke the
-connection first, then what degraded it, then the normal outcome, then notes:
+connection first, then what degraded it or what the path did to it (the thing an
+engineer came to find out), then the normal outcome, then notes:
 
 ====  ======================  ================================================================
  #    verdict                 matches when (thresholds in ``thresholds.py``)
@@ -40,17 +41,17 @@ connection first, then what degraded it, then the normal outcome, then notes:
 10    heavy_loss              in a direction, retransmissions (without a black hole's or path MTU
                               discovery's resends) ≥ HEAVY_LOSS_RATE of the data segments, both
                               counted in MSS units, and ≥ HEAVY_LOSS_MIN_RETRANSMISSIONS of them
-11    completed_normally      SYN and SYN-ACK seen, FIN from both sides, no RST before the second
-                              FIN, every data byte acknowledged
-12    pmtud_working           an ICMP too-big quotes a segment, and afterwards its sender sent a
+11    pmtud_working           an ICMP too-big quotes a segment, and afterwards its sender sent a
                               segment that fits the MTU or its data got acknowledged past it
-13    slow_handshake          SYN to handshake end > SLOW_HANDSHAKE, or > SLOW_HANDSHAKE_RTT_FACTOR
+12    slow_handshake          SYN to handshake end > SLOW_HANDSHAKE, or > SLOW_HANDSHAKE_RTT_FACTOR
                               × the larger per-direction median ACK RTT (with ≥
                               SLOW_HANDSHAKE_MIN_RTT_SAMPLES samples) and ≥ SLOW_HANDSHAKE_FLOOR
+13    completed_normally      SYN and SYN-ACK seen, FIN from both sides, no RST before the second
+                              FIN, every data byte acknowledged
 14    truncated               the start is missing (no SYN or SYN-ACK), or only ICMP quotes
                               were seen, or the capture ended while the connection was open
                               (unless rules 1-6 explain why)
-15    unknown                 none of the outcome rules (1-6, 8, 9, 11, 14: `OUTCOMES`) matched;
+15    unknown                 none of the outcome rules (1-6, 8, 9, 13, 14: `OUTCOMES`) matched;
                               the detail says what did not fit
 ====  ======================  ================================================================
 """
@@ -743,9 +744,9 @@ RULES: Final[tuple[Rule, ...]] = (
     Rule(Verdict.RESET_BY_SERVER, _reset_rule(Verdict.RESET_BY_SERVER, Side.SERVER)),
     Rule(Verdict.RESET_BY_CLIENT, _reset_rule(Verdict.RESET_BY_CLIENT, Side.CLIENT)),
     Rule(Verdict.HEAVY_LOSS, _heavy_loss),
-    Rule(Verdict.COMPLETED_NORMALLY, _completed),
     Rule(Verdict.PMTUD_WORKING, _pmtud_working),
     Rule(Verdict.SLOW_HANDSHAKE, _slow_handshake),
+    Rule(Verdict.COMPLETED_NORMALLY, _completed),
     Rule(Verdict.TRUNCATED, _truncated),
     Rule(Verdict.UNKNOWN, _unknown),
 )

@@ -7,11 +7,13 @@ terminal are read. Nothing imports `wirecap.cli`.
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
 from collections.abc import Sequence
 
 from wirecap._version import __version__
-from wirecap.cli import convert, proxy, record
+from wirecap.cli import analyze, convert, proxy, record
 from wirecap.errors import WirecapError
 
 __all__ = ["build_parser", "main"]
@@ -35,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     record.register(commands)
     convert.register(commands)
     proxy.register(commands)
+    analyze.register(commands)
     return parser
 
 
@@ -48,6 +51,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.exit_code
     except KeyboardInterrupt:  # pragma: no cover - commands install their own handlers
         return 130
+    except BrokenPipeError:
+        # The reader went away (`wirecap analyze ... | head`): stop quietly, as a
+        # program killed by SIGPIPE would, without a second error at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
     return status
 
 
