@@ -440,6 +440,31 @@ class TestResets:
         assert verdicts(c) == [Verdict.RESET_BY_CLIENT]
         assert c.verdict.detail.startswith("RST from the client after the server's FIN")
 
+    def test_a_server_resetting_late_data_after_its_own_fin_completed(self) -> None:
+        # An HTTPS server closes after its response; the client's TLS close_notify
+        # arrives at a closed socket and is answered with RST (RFC 1122 §4.2.2.13).
+        s = Script()
+        s.handshake()
+        exchange(s)
+        s.fin(SERVER, 55)
+        s.data(CLIENT, 24, 56)
+        s.rst(SERVER, 57, with_ack=False)
+        c = only(s.analyze())
+        assert verdicts(c) == [Verdict.COMPLETED_NORMALLY]
+        assert c.verdict.detail.startswith(
+            "closed by the server (FIN, then RST to the client's late data)"
+        )
+
+    def test_a_reset_after_own_fin_with_unacknowledged_data_is_still_a_reset(self) -> None:
+        s = Script()
+        s.handshake()
+        s.data(CLIENT, 100, 20)
+        s.ack(SERVER, 21)
+        s.data(SERVER, 1448, 22)  # never acknowledged by the client
+        s.fin(SERVER, 23)
+        s.rst(SERVER, 40, with_ack=False)
+        assert Verdict.RESET_BY_SERVER in verdicts(only(s.analyze()))
+
 
 class TestHeavyLoss:
     def lossy(self, segments: int, resent: int) -> Connection:

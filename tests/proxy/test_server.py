@@ -54,6 +54,8 @@ def test_curl_tunnel_is_recorded_with_handshake_sni_and_close(
         (summary,) = running.summaries(1)
     assert summary["outcome"] == "established"
     assert summary["user"] == "alice"
+    # The analyzer's verdict on the capture rides along, with its graph in the spool.
+    assert summary["verdict"] == "completed normally", summary["verdict_detail"]
     assert summary["addresses"] == ["127.0.0.1"]
     pcap = running.spool / "alice" / str(summary["capture_file"])
     assert pcap.stat().st_mode & 0o777 == 0o600
@@ -76,6 +78,7 @@ def test_refused_port_gets_502_with_reason_and_a_summary(tmp_path: Path) -> None
         (summary,) = running.summaries(1)
     assert summary["outcome"] == "refused"
     assert "refused" in str(summary["detail"])
+    assert summary["verdict"] == "connection refused"
     # The capture holds the SYN and the RST that refused it.
     pcap = running.spool / "alice" / str(summary["capture_file"])
     assert _tshark(pcap, "tcp.flags.reset == 1")

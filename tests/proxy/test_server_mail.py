@@ -69,6 +69,12 @@ def test_sendmail_gets_the_spooled_pcap_byte_for_byte(tmp_path: Path) -> None:
     assert name == pcap.name
     assert data == pcap.read_bytes()
     assert b'filename="' in raw
+    plots = [p for p in message.iter_attachments() if p.get_content_type() == "image/png"]
+    assert len(plots) == 1
+    assert plots[0].get_filename() == pcap.with_suffix(".png").name
+    png = plots[0].get_payload(decode=True)
+    assert isinstance(png, bytes) and png.startswith(b"\x89PNG")
+    assert "Verdict:" in message.get_body(("plain",)).get_content()  # type: ignore[union-attr]
 
 
 def test_failing_sendmail_leaves_the_capture_in_the_spool(tmp_path: Path) -> None:

@@ -47,7 +47,9 @@ engineer came to find out), then the normal outcome, then notes:
                               × the larger per-direction median ACK RTT (with ≥
                               SLOW_HANDSHAKE_MIN_RTT_SAMPLES samples) and ≥ SLOW_HANDSHAKE_FLOOR
 13    completed_normally      SYN and SYN-ACK seen, FIN from both sides, no RST before the second
-                              FIN, every data byte acknowledged
+                              FIN, every data byte acknowledged; or one side sent its FIN, all
+                              its data acknowledged, then the first RST (late data refused
+                              after close, RFC 1122 §4.2.2.13) — not counted as a reset
 14    truncated               the start is missing (no SYN or SYN-ACK), or only ICMP quotes
                               were seen, or the capture ended while the connection was open
                               (unless rules 1-6 explain why)
@@ -471,6 +473,8 @@ def _reset_rule(verdict: Verdict, side: Side) -> Check:
         both_fins = len({e.side for e in fins}) == 2
         if both_fins and _all_acked(c):
             return None  # a reset after a clean close is teardown, not an abort
+        if _closed_then_reset(c) is not None:
+            return None  # the side had finished and closed; the RST refused late data
         if c.handshake.ack is None and c.handshake.syn is not None:
             when = "during the handshake"
         elif fins:
@@ -491,6 +495,26 @@ def _reset_rule(verdict: Verdict, side: Side) -> Check:
         return _finding(verdict, detail, Vantage.EITHER, None, evidence, t)
 
     return check
+
+
+def _closed_then_reset(c: ConnectionFacts) -> Side | None:
+    """The side that sent its FIN, had all its data acknowledged, then sent the first RST.
+
+    That is how a socket closed with data still arriving ends (RFC 1122 §4.2.2.13:
+    data received after close gets a RST): e.g. an HTTPS server that closes after
+    its response and resets the client's late TLS close_notify. Its work was done.
+    """
+    resets = [e for e in c.close.events if e.kind is CloseKind.RST]
+    if not resets:
+        return None
+    rst = resets[0]
+    own_fin = c.direction(rst.side).fin
+    if own_fin is None or own_fin.packet > rst.packet:
+        return None
+    data = c.direction(rst.side)
+    if data.unique_bytes and data.all_acked_at is None:
+        return None
+    return rst.side
 
 
 def _all_acked(c: ConnectionFacts) -> bool:
@@ -548,7 +572,27 @@ def _heavy_loss(c: ConnectionFacts, t: Thresholds, _f: Sequence[Finding]) -> Fin
 def _completed(c: ConnectionFacts, t: Thresholds, _f: Sequence[Finding]) -> Finding | None:
     hs = c.handshake
     client_fin, server_fin = c.client_data.fin, c.server_data.fin
-    if hs.syn is None or hs.syn_ack is None or client_fin is None or server_fin is None:
+    if hs.syn is None or hs.syn_ack is None:
+        return None
+    closer = _closed_then_reset(c)
+    if closer is not None:
+        fin = c.direction(closer).fin
+        assert fin is not None
+        rst = next(e for e in c.close.events if e.kind is CloseKind.RST)
+        detail = (
+            f"closed by the {closer} (FIN, then RST to the {closer.peer}'s late data) after "
+            f"the client sent {format_bytes(c.client_data.unique_bytes)} and the server "
+            f"{format_bytes(c.server_data.unique_bytes)}; all of the {closer}'s data was "
+            f"acknowledged"
+        )
+        evidence = [
+            _ev(hs.syn, "SYN"),
+            _ev(hs.syn_ack, "SYN-ACK"),
+            _ev(fin, f"FIN from the {closer}"),
+            Evidence(rst.packet, rst.time_ns, f"RST from the {closer} after its FIN"),
+        ]
+        return _finding(Verdict.COMPLETED_NORMALLY, detail, Vantage.EITHER, None, evidence, t)
+    if client_fin is None or server_fin is None:
         return None
     second_fin = max(client_fin.packet, server_fin.packet)
     if any(e.kind is CloseKind.RST and e.packet < second_fin for e in c.close.events):

@@ -62,13 +62,16 @@ def build_message(
     date: datetime.datetime,
     message_id_domain: str,
     compress: bool = False,
+    plot_png: bytes | None = None,
 ) -> bytes:
     """The complete message as bytes with CRLF line ends, ready for sendmail or SMTP.
 
     `pcap_bytes` None makes a plain text message (no capture, e.g. a DNS failure).
     `compress` attaches the capture gzipped as ``FILENAME.gz`` (application/gzip,
     RFC 6713): Wireshark opens it as is, and mail size limits are met longer.
-    `date` must be timezone-aware. Bad arguments raise ValueError.
+    `date` must be timezone-aware. `plot_png`, the analyzer's time-sequence graph,
+    is attached as ``FILENAME-STEM.png`` after the capture. Bad arguments raise
+    ValueError.
     """
     for name, value in (("To", to), ("From", from_), ("Subject", subject)):
         _header_text(name, value)
@@ -115,4 +118,17 @@ def build_message(
     del attachment["MIME-Version"]
     msg.make_mixed()
     msg.attach(attachment)
+    if plot_png is not None:
+        plot = EmailMessage(policy=policy.SMTP)
+        plot_name = filename.rsplit(".", 1)[0] + ".png"
+        plot.set_content(
+            plot_png,
+            maintype="image",
+            subtype="png",
+            cte="base64",
+            disposition="attachment",
+            filename=plot_name,
+        )
+        del plot["MIME-Version"]
+        msg.attach(plot)
     return msg.as_bytes()

@@ -437,6 +437,7 @@ class Mailer:
                 )
             else:
                 pcap = entry.pcap.read_bytes()
+        plot = entry.plot.read_bytes() if pcap is not None and entry.plot.exists() else None
         message = build_message(
             text,
             pcap,
@@ -447,6 +448,7 @@ class Mailer:
             date=self._now(),
             message_id_domain=self._domain,
             compress=self._compress,
+            plot_png=plot,
         )
         return message, oversized
 

@@ -15,6 +15,7 @@ import asyncio
 import errno
 import logging
 import math
+import os
 import socket
 import time
 from collections import Counter
@@ -23,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
+from wirecap.analysis import analyze_file
 from wirecap.core.capture.devices import device_for_address
 from wirecap.errors import WirecapError
 from wirecap.proxy.credentials import CcpasswdFile
@@ -69,6 +71,9 @@ class SpoolSlot(Protocol):
 
     @property
     def pcap(self) -> Path: ...
+
+    @property
+    def plot(self) -> Path: ...
 
 
 SlotT = TypeVar("SlotT", bound=SpoolSlot)
@@ -566,6 +571,8 @@ class ProxyServer:
                 recording = await recorder.stop()
             except WirecapError as exc:
                 log.error("capture %s failed: %s", slot.pcap, exc)
+        if recording is not None:
+            summary.verdict, summary.verdict_detail = await self._analyse(slot, recording)
         final = summary.build(self._wall_ns(), recording)
         self._metrics.connection(final.outcome.value, recording)
         log.info(
@@ -581,6 +588,35 @@ class ProxyServer:
             " truncated" if final.truncated else "",
         )
         await self._sink.finished(slot, final)
+
+    async def _analyse(
+        self, slot: SpoolSlot, recording: Recording
+    ) -> tuple[str, str] | tuple[None, None]:
+        """The analyzer's verdict on the capture, and its graph next to it in the spool.
+
+        Runs in a worker thread: a large capture takes a moment, and the relay of
+        every other tunnel must not wait for it. A failure loses the verdict only.
+        """
+        try:
+            return await asyncio.to_thread(_verdict_and_plot, recording.path, slot.plot)
+        except (WirecapError, OSError, ValueError) as exc:
+            log.warning("%s: analysis failed: %s", slot.connection_id, exc)
+            return None, None
+
+
+def _verdict_and_plot(pcap: Path, plot: Path) -> tuple[str, str] | tuple[None, None]:
+    report = analyze_file(pcap)
+    if not report.connections:
+        return None, None
+    # The capture holds one 4-tuple (plus ICMP quoting it): connection 0 is the tunnel.
+    connection = report.connections[0]
+    from wirecap.analysis.plot import render_png
+
+    png = render_png(report, connection)
+    fd = os.open(plot, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        out.write(png)
+    return connection.verdict.label, connection.verdict.detail
 
 
 class _SummaryDraft:
@@ -613,6 +649,8 @@ class _SummaryDraft:
         self.bytes_origin_to_client = 0
         self.stop_reason = StopReason.ERROR
         self.capture_file: str | None = None
+        self.verdict: str | None = None
+        self.verdict_detail: str | None = None
 
     def build(self, stop_ns: int, recording: Recording | None) -> ConnectionSummary:
         stats = recording.stats if recording is not None else None
@@ -639,4 +677,6 @@ class _SummaryDraft:
             truncated=recording.truncated if recording else False,
             capture_limit=self.capture_limit,
             capture_file=self.capture_file if recording is not None else None,
+            verdict=self.verdict,
+            verdict_detail=self.verdict_detail,
         )

@@ -142,6 +142,11 @@ class SpoolEntry:
         return self.directory / f"{self.stem}.pcap.part"
 
     @property
+    def plot(self) -> Path:
+        """The time-sequence graph of the capture (written when it was analysed)."""
+        return self.directory / f"{self.stem}.png"
+
+    @property
     def summary(self) -> Path:
         """The summary JSON; its presence means the entry is complete."""
         return self.directory / f"{self.stem}.json"
@@ -346,7 +351,7 @@ class Spool:
     def remove(self, entry: SpoolEntry) -> None:
         """Delete a mailed entry. The summary goes first: it is the commit marker."""
         try:
-            for path in (entry.summary, entry.pcap, entry.mailed_marker):
+            for path in (entry.summary, entry.pcap, entry.plot, entry.mailed_marker):
                 path.unlink(missing_ok=True)
         except OSError as exc:
             raise CaptureWriteError(f"spool {entry.summary}: {exc}") from exc

@@ -171,6 +171,10 @@ class ConnectionSummary:
     capture_limit: int | None
     #: The capture file's base name; None when nothing was captured.
     capture_file: str | None
+    #: What `wirecap analyze` concluded from the capture (its verdict label and
+    #: detail); None when there was nothing to analyse or the analysis failed.
+    verdict: str | None = None
+    verdict_detail: str | None = None
 
     def __post_init__(self) -> None:
         counters = (
@@ -228,6 +232,10 @@ def render_text(summary: ConnectionSummary, proxy_host: str) -> str:
     rows.append(("Outcome", outcome))
     if s.detail:
         rows.append(("Reason", _clean(s.detail)))
+    if s.verdict:
+        rows.append(("Verdict", _clean(s.verdict)))
+        if s.verdict_detail:
+            rows.append(("Why", _clean(s.verdict_detail)))
     rows.append(("Tunnel", _STOP_LABELS[s.stop_reason]))
     rows.append(("Origin", _clean(str(s.origin))))
     if s.addresses and s.addresses != (s.origin.host,):
@@ -387,6 +395,9 @@ def from_json(text: str | bytes) -> ConnectionSummary:
             truncated=f.flag("truncated"),
             capture_limit=f.opt_integer("capture_limit"),
             capture_file=f.opt_text("capture_file"),
+            # Absent in summaries written before the analyzer ran in the proxy.
+            verdict=f.opt_text("verdict") if "verdict" in data else None,
+            verdict_detail=f.opt_text("verdict_detail") if "verdict_detail" in data else None,
         )
     except ValueError as exc:  # an unknown enum value, or __post_init__'s checks
         raise FormatError(f"summary JSON: {exc}") from None
