@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from wirecap._version import __version__
-from wirecap.cli import analyze, convert, proxy, record
+from wirecap.cli import analyze, convert, proxy, record, worker
 from wirecap.errors import WirecapError
 
 __all__ = ["build_parser", "main"]
@@ -38,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     convert.register(commands)
     proxy.register(commands)
     analyze.register(commands)
+    worker.register(commands)
     return parser
 
 
