@@ -491,6 +491,23 @@ class TestHeavyLoss:
         assert verdicts(self.lossy(200, 3)) == [Verdict.COMPLETED_NORMALLY]
         assert verdicts(self.lossy(10, 2)) == [Verdict.COMPLETED_NORMALLY]
 
+    def test_spurious_resends_of_acknowledged_data_are_not_loss(self) -> None:
+        # After PMTUD or reordering Linux may resend data the peer had acknowledged
+        # already (D-SACK reports it): nothing was lost.
+        s = Script()
+        s.handshake()
+        s.data(CLIENT, 100, 20)
+        for i in range(50):
+            s.data(SERVER, 1448, 30 + i)
+        s.ack(CLIENT, 80)
+        for i in range(5):
+            s.data(SERVER, 1448, 81 + i, seq=s.isn[SERVER] + 1 + 1448 * i)
+        s.close(100)
+        c = only(s.analyze())
+        assert len(c.server_data.retransmissions) == 5
+        assert all(r.spurious for r in c.server_data.retransmissions)
+        assert Verdict.HEAVY_LOSS not in verdicts(c)
+
     def test_thresholds_are_options(self) -> None:
         s = Script()
         s.handshake()

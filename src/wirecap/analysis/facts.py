@@ -500,6 +500,10 @@ def connection_facts(
                 me.hi_ts = ts
                 me.unique += length
                 me.covered = None
+                if me.pmtu_limit and length > me.pmtu_limit and b > me.pmtu_until:
+                    # Still too big after the ICMP (it was already queued below the
+                    # capture point): the router drops it too, so its resend is PMTUD's.
+                    me.pmtu_until = b
                 me.q_start.append(a)
                 me.q_end.append(b)
                 me.q_ts.append(ts)

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from wirecap._version import __version__
-from wirecap.cli import analyze, convert, proxy, record, worker
+from wirecap.cli import analyze, convert, merge, proxy, record, worker
 from wirecap.errors import WirecapError
 
 __all__ = ["build_parser", "main"]
@@ -39,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     proxy.register(commands)
     analyze.register(commands)
     worker.register(commands)
+    merge.register(commands)
     return parser
 
 
