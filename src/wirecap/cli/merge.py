@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from wirecap.cli._parsers import standalone, subcommand
 from wirecap.errors import OptionError, WirecapError
 from wirecap.remote.merge import (
     DEFAULT_CONNECT_TIMEOUT_S,
@@ -76,23 +77,18 @@ compat: ddump [-ca FILE] [-cert FILE] [-key FILE] URL...  (Go-style single-dash 
 
 
 def build_parser(prog: str = "wirecap merge") -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog=prog,
-        description=_DESCRIPTION,
-        epilog=_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = standalone(prog, description=_DESCRIPTION, epilog=_EPILOG)
     _add_arguments(parser)
     return parser
 
 
 def register(commands: Any) -> None:
-    parser: argparse.ArgumentParser = commands.add_parser(
+    parser = subcommand(
+        commands,
         "merge",
-        help="merge worker streams and capture files by timestamp",
+        summary="merge worker streams and capture files by timestamp",
         description=_DESCRIPTION,
         epilog=_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _add_arguments(parser)
     parser.set_defaults(handler=lambda args: merge(options_from_args(args)))

@@ -17,6 +17,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, start_http_server
 
 from wirecap._version import __version__
+from wirecap.cli._parsers import standalone, subcommand
 from wirecap.core.capture.handle import PcapHandle
 from wirecap.core.capture.spec import CaptureSpec
 from wirecap.errors import OptionError, WirecapError
@@ -94,23 +95,18 @@ def _host_port(text: str) -> tuple[str, int]:
 
 
 def build_parser(prog: str = "wirecap proxy") -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog=prog,
-        description=_DESCRIPTION,
-        epilog=_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = standalone(prog, description=_DESCRIPTION, epilog=_EPILOG)
     _add_arguments(parser)
     return parser
 
 
 def register(commands: Any) -> None:
-    parser: argparse.ArgumentParser = commands.add_parser(
+    parser = subcommand(
+        commands,
         "proxy",
-        help="CONNECT proxy recording each proxied connection (alias: connectcap)",
+        summary="CONNECT proxy recording each proxied connection (alias: connectcap)",
         description=_DESCRIPTION,
         epilog=_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _add_arguments(parser)
     parser.set_defaults(handler=lambda args: run(options_from_args(args)))

@@ -10,6 +10,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from wirecap.cli._parsers import standalone, subcommand
 from wirecap.errors import OptionError, WirecapError
 from wirecap.remote.request import DEFAULT_PORT, MAX_FILTER_LEN, parse_listen
 from wirecap.remote.worker import HEARTBEAT_S, WorkerConfig, WorkerServer
@@ -97,24 +98,13 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def register(commands: Any) -> None:
-    parser: argparse.ArgumentParser = commands.add_parser(
-        "worker",
-        help=_HELP,
-        description=_DESCRIPTION,
-        epilog=_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = subcommand(commands, "worker", summary=_HELP, description=_DESCRIPTION, epilog=_EPILOG)
     _add_arguments(parser)
     parser.set_defaults(handler=lambda args: run(options_from_args(args)))
 
 
 def build_parser(prog: str = "ddump-worker") -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog=prog,
-        description=_DESCRIPTION,
-        epilog=_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = standalone(prog, description=_DESCRIPTION, epilog=_EPILOG)
     _add_arguments(parser)
     return parser
 
