@@ -27,6 +27,7 @@ bench: system-deps-test $(VENV)/.installed-test
 	$(BIN)/python bench/capture.py
 	$(BIN)/python bench/proxy.py
 	$(BIN)/python bench/analyze.py
+	$(BIN)/python bench/merge.py
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -1,0 +1,207 @@
+"""Benchmark `wirecap merge` against `mergecap` on two 1M-packet pcap files.
+
+Method: two synthetic pcap files are generated once (default 1,000,000 packets
+each) with interleaved timestamps: file A at even microseconds, file B at odd
+ones, so a merge must alternate between them on every packet. Frames are small
+TCP segments cut to a 96-byte snapshot (as `tcpdump -s 96` would), so each file
+stays ~110 MB. Then, in the same run, each pair is timed (wall clock, best and
+median of `--rounds`):
+
+    mergecap -w out.pcapng A B            vs  wirecap merge -w out.pcapng A B
+    mergecap -F pcap -w out.pcap A B      vs  wirecap merge --format pcap -w out.pcap A B
+
+Every output is checked with `capinfos -c -o -M`: it must hold 2N packets and be
+in strict time order ("Strict time order: True"), i.e. non-decreasing timestamps.
+
+Tie-break for equal timestamps (checked on a small extra pair of files whose
+packets all share one timestamp): the SOURCE given first (lower index) comes
+first, then each source's own order.
+
+Targets (the script exits 1 if one is missed): packets/s of wirecap / mergecap
+≥ 1.0× for pcapng output and ≥ 0.5× for pcap output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from wirecap.core.formats.pcap import PcapEncoder
+from wirecap.core.formats.reader import read_packets
+from wirecap.core.formats.records import Interface, Packet
+
+TARGETS = {"pcapng": 1.0, "pcap": 0.5}
+SNAPLEN = 96
+PAYLOAD = 1448
+BASE_NS = 1_700_000_000_000_000_000
+_ETH = bytes(6) + bytes([2, 0, 0, 0, 0, 1]) + b"\x08\x00"
+
+
+def _frame(src: int, dst: int, sport: int, seq: int, marker: int) -> tuple[bytes, int]:
+    tcp = struct.pack("!HHIIBBHHH", sport, 443, seq & 0xFFFFFFFF, 1, 0x50, 0x18, 65535, 0, 0)
+    ip = struct.pack(
+        "!BBHHHBBH4s4s",
+        0x45,
+        0,
+        20 + 20 + PAYLOAD,
+        0,
+        0x4000,
+        64,
+        6,
+        0,
+        src.to_bytes(4, "big"),
+        dst.to_bytes(4, "big"),
+    )
+    whole = _ETH + ip + tcp
+    payload = bytes([marker]) * PAYLOAD
+    return (whole + payload)[:SNAPLEN], len(whole) + PAYLOAD
+
+
+def generate(path: Path, packets: int, source: int, step_us: int = 2) -> int:
+    """Write `packets` records; packet i at BASE + (step_us * i + source) µs.
+
+    With step_us=0 every packet has the same timestamp (the tie-break check).
+    The payload byte is the source index, the TCP sequence number the packet index.
+    """
+    encoder = PcapEncoder(Interface(linktype=1, snaplen=SNAPLEN))
+    src, dst = 0x0A000001 + source, 0x0A640001
+    flows = 64
+    frames = [_frame(src, dst, 20000 + f, 0, source) for f in range(flows)]
+    with path.open("wb") as out:
+        out.write(encoder.header())
+        chunk: list[bytes] = []
+        for i in range(packets):
+            data, wire = frames[i % flows]
+            data = data[:38] + i.to_bytes(4, "big") + data[42:]  # TCP seq = packet index
+            ts = BASE_NS + (step_us * i + source) * 1000
+            chunk.append(encoder.packet(Packet(ts, data, wire)))
+            if len(chunk) >= 20000:
+                out.write(b"".join(chunk))
+                chunk.clear()
+        out.write(b"".join(chunk))
+    return packets
+
+
+def _time(argv: list[str]) -> float:
+    started = time.monotonic()
+    done = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False)
+    elapsed = time.monotonic() - started
+    if done.returncode != 0:
+        raise SystemExit(f"{' '.join(argv)} failed ({done.returncode}): {done.stderr.decode()}")
+    return elapsed
+
+
+def _capinfos(path: Path) -> tuple[int, bool]:
+    """(packet count, strict time order) as capinfos reports them."""
+    text = subprocess.run(
+        ["capinfos", "-c", "-o", "-M", str(path)], capture_output=True, text=True, check=True
+    ).stdout
+    count, ordered = -1, False
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "Number of packets":
+            count = int(value.strip())
+        elif key.strip() == "Strict time order":
+            ordered = value.strip() == "True"
+    return count, ordered
+
+
+def _tie_order(tmp: Path, wirecap: list[str], mergecap: str) -> tuple[str, str]:
+    """Source order of equal-timestamp packets in each tool's pcap output."""
+    a, b = tmp / "tie-a.pcap", tmp / "tie-b.pcap"
+    generate(a, 3, 0, step_us=0)
+    generate(b, 3, 0, step_us=0)
+    # same timestamp in both; mark B's payload (its snapshot ends inside the payload)
+    raw = bytearray(b.read_bytes())
+    for offset in range(24, len(raw), 16 + SNAPLEN):
+        raw[offset + 16 + SNAPLEN - 1] = 1
+    b.write_bytes(bytes(raw))
+    orders = []
+    for name, argv in (
+        ("wirecap", [*wirecap, "--format", "pcap", "-w"]),
+        ("mergecap", [mergecap, "-F", "pcap", "-w"]),
+    ):
+        out = tmp / f"tie-{name}.pcap"
+        _time([*argv, str(out), str(a), str(b)])
+        orders.append("".join("AB"[p.data[-1]] for p in read_packets(out)))
+        out.unlink()
+    return orders[0], orders[1]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--packets", type=int, default=1_000_000, help="packets per file")
+    parser.add_argument("--rounds", type=int, default=2)
+    args = parser.parse_args()
+    mergecap = shutil.which("mergecap")
+    if mergecap is None or shutil.which("capinfos") is None:
+        print("mergecap/capinfos not installed: no peer to measure", file=sys.stderr)
+        return 2
+    wirecap = [sys.executable, "-m", "wirecap", "merge"]
+    total = 2 * args.packets
+    ok = True
+    with tempfile.TemporaryDirectory(prefix="wirecap-bench-merge-") as tmpdir:
+        tmp = Path(tmpdir)
+        a, b = tmp / "a.pcap", tmp / "b.pcap"
+        started = time.monotonic()
+        generate(a, args.packets, 0)
+        generate(b, args.packets, 1)
+        size = a.stat().st_size + b.stat().st_size
+        print(
+            f"generated 2 × {args.packets:,} packets (A even µs, B odd µs), "
+            f"{size / 1e6:.0f} MB in {time.monotonic() - started:.1f} s; {os.cpu_count()} CPUs"
+        )
+        ours_tie, theirs_tie = _tie_order(tmp, wirecap, mergecap)
+        tie_ok = ours_tie == "AAABBB"
+        print(
+            "tie-break (equal timestamps): lower source index first, then each source's "
+            f"own order; wirecap {ours_tie} ({'ok' if tie_ok else 'WRONG'}), "
+            f"mergecap {theirs_tie}"
+        )
+        ok &= tie_ok
+        for fmt in ("pcapng", "pcap"):
+            out = tmp / f"out.{fmt}"
+            runs = {
+                "mergecap": [mergecap, *(["-F", "pcap"] if fmt == "pcap" else []), "-w"],
+                "wirecap": [*wirecap, *(["--format", "pcap"] if fmt == "pcap" else []), "-w"],
+            }
+            medians: dict[str, float] = {}
+            for name, argv in runs.items():
+                times = []
+                for _ in range(args.rounds):
+                    times.append(_time([*argv, str(out), str(a), str(b)]))
+                    count, ordered = _capinfos(out)
+                    out.unlink()
+                    if count != total or not ordered:
+                        print(
+                            f"  {name} {fmt}: {count:,} packets (want {total:,}), "
+                            f"strict time order {ordered}: FAILED"
+                        )
+                        ok = False
+                medians[name] = statistics.median(times)
+                print(
+                    f"{name:8} → {fmt:6}: best {min(times):6.2f} s, median {medians[name]:6.2f} s"
+                    f" ({', '.join(f'{t:.2f}' for t in times)}), "
+                    f"{total / medians[name] / 1e6:.2f} M packets/s; {total:,} packets, "
+                    "strict time order checked"
+                )
+            ratio = medians["mergecap"] / medians["wirecap"]  # = wirecap pkt/s / mergecap pkt/s
+            met = ratio >= TARGETS[fmt]
+            ok &= met
+            print(
+                f"ratio wirecap / mergecap ({fmt}, packets/s, medians): {ratio:.2f}× "
+                f"(target ≥ {TARGETS[fmt]:g}×: {'met' if met else 'MISSED'})"
+            )
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
