@@ -169,6 +169,7 @@ class _Stream:
         "packets",
         "payload",
         "pmtu_limit",
+        "pmtu_recovering",
         "pmtu_until",
         "probes",
         "q_end",
@@ -234,6 +235,10 @@ class _Stream:
         #: then; resends of data below it that fit are PMTUD at work (RFC 8201 §5.4).
         self.pmtu_limit = 0
         self.pmtu_until = 0
+        #: Between an ICMP too-big and the peer's ACK of everything sent until then:
+        #: resends in that episode are path MTU discovery's, reordering-driven ones
+        #: included (the resized segments overtake each other).
+        self.pmtu_recovering = False
         self.first_data: PacketRef | None = None
         self.last_data_num = 0
         self.last_data_ts = 0
@@ -524,7 +529,8 @@ def connection_facts(
                             bool(seen),
                             acked is not None and b <= acked,
                             full,
-                            a < me.pmtu_until and length <= me.pmtu_limit,
+                            (a < me.pmtu_until or me.pmtu_recovering)
+                            and length <= me.pmtu_limit,
                         )
                     )
                     me.retx_bytes += length
@@ -536,6 +542,8 @@ def connection_facts(
         if arel >= 0:
             if peer.acked is None or arel > peer.acked:
                 peer.acked = arel
+                if peer.pmtu_recovering and arel >= peer.pmtu_until:
+                    peer.pmtu_recovering = False
                 q_end = peer.q_end
                 head = peer.q_head
                 newest = -1
@@ -696,6 +704,7 @@ def _icmp_arrived(
         pending.append(_Pending(index, record.direction, quoted, limit))
         if stream.hi is not None and stream.hi > stream.pmtu_until:
             stream.pmtu_until = stream.hi
+        stream.pmtu_recovering = True
         stream.pmtu_limit = limit if not stream.pmtu_limit else min(limit, stream.pmtu_limit)
 
 

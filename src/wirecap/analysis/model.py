@@ -381,7 +381,9 @@ class Retransmission:
     #: (RFC 9293 §3.7.1); GSO super-segments above the MSS count as full-size.
     full_size: bool
     #: Sent again smaller after an ICMP too-big about this sender, of data sent before
-    #: it: path MTU discovery at work (RFC 1191 §6.5, RFC 8201 §5.4), not a loss.
+    #: it or while the sender recovered from it (until the peer acknowledged all it had
+    #: sent when the ICMP came): path MTU discovery at work (RFC 1191 §6.5, RFC 8201
+    #: §5.4), not a loss.
     pmtud: bool
 
 
