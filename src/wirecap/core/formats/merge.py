@@ -345,7 +345,7 @@ class PcapngMergeWriter:
     def packet(self, source: int, packet: Packet) -> bytes:
         """EPB for a packet of `source`, preceded by whatever must come first."""
         output_id, prefix = self._resolve(source, packet.interface_id)
-        return prefix + self._encoder.packet(replace(packet, interface_id=output_id))
+        return prefix + self._encoder.packet(packet, interface_id=output_id)
 
     def statistics(self, source: int, statistics: InterfaceStatistics) -> bytes:
         """ISB for an interface of `source`."""

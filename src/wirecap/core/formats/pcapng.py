@@ -533,15 +533,27 @@ class PcapngEncoder:
         options.append((_IF_TSRESOL, bytes([_TSRESOL_NANOSECONDS])))
         return self._block(BLOCK_IDB, body + self._option_list(options))
 
-    def packet(self, packet: Packet) -> bytes:
-        """An EPB (§4.3), with opt_comment if the packet has one."""
+    def packet(self, packet: Packet, *, interface_id: int | None = None) -> bytes:
+        """An EPB (§4.3), with opt_comment if the packet has one.
+
+        `interface_id` overrides the packet's own (a merge renumbers interfaces)
+        without building a new Packet per record.
+        """
         high, low = self._timestamp(packet.ts_ns)
         data = packet.data
         caplen = len(data)
         fixed = _EPB_FIXED[self._order].pack(
-            packet.interface_id, high, low, caplen, packet.orig_len
+            packet.interface_id if interface_id is None else interface_id,
+            high,
+            low,
+            caplen,
+            packet.orig_len,
         )
-        options = self._option_list(self._text_options((_OPT_COMMENT, packet.comment)))
+        options = (
+            b""
+            if packet.comment is None
+            else self._option_list(self._text_options((_OPT_COMMENT, packet.comment)))
+        )
         return self._block(BLOCK_EPB, fixed + data + b"\0" * _pad(caplen) + options)
 
     def simple_packet(self, packet: Packet) -> bytes:
