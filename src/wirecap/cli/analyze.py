@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from wirecap.analysis import Report, analyze_file, render_text, to_json
+from wirecap.cli._parsers import subcommand
 from wirecap.errors import OptionError
 
 __all__ = ["AnalyzeOptions", "register", "run"]
@@ -48,12 +49,12 @@ class AnalyzeOptions:
 
 
 def register(commands: Any) -> None:
-    parser: argparse.ArgumentParser = commands.add_parser(
+    parser = subcommand(
+        commands,
         "analyze",
-        help="name what went wrong in each TCP connection of a capture",
+        summary="name what went wrong in each TCP connection of a capture",
         description=_DESCRIPTION,
         epilog=_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("files", nargs="+", metavar="FILE", type=Path, help="pcap or pcapng")
     parser.add_argument("--json", action="store_true", help="machine-readable report")

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from wirecap.cli._parsers import subcommand
 from wirecap.core.formats.pcap import PcapEncoder
 from wirecap.core.formats.pcapng import PcapngEncoder
 from wirecap.core.formats.reader import read_file
@@ -51,12 +52,12 @@ class ConvertOptions:
 
 
 def register(commands: Any) -> None:
-    parser: argparse.ArgumentParser = commands.add_parser(
+    parser = subcommand(
+        commands,
         "convert",
-        help="rewrite a capture as pcapng (with TLS keys embedded) or pcap",
+        summary="rewrite a capture as pcapng (with TLS keys embedded) or pcap",
         description=_DESCRIPTION,
         epilog=_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("source", metavar="INPUT", help="pcap or pcapng file")
     parser.add_argument("target", metavar="OUTPUT", help="file to write")

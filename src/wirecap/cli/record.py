@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, TextIO
 
+from wirecap.cli._parsers import subcommand
 from wirecap.core.capture.live import LiveCapture
 from wirecap.core.capture.outputs import (
     BatchOutput,
@@ -68,13 +69,7 @@ class RecordOptions:
 
 
 def register(commands: Any) -> None:
-    parser: argparse.ArgumentParser = commands.add_parser(
-        "record",
-        help=_HELP,
-        description=_DESCRIPTION,
-        epilog=_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = subcommand(commands, "record", summary=_HELP, description=_DESCRIPTION, epilog=_EPILOG)
     parser.add_argument(
         "-i",
         "--interface",
