@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 
 # System packages the project runs with (run) and is tested against (test).
 DEB_RUN := libpcap0.8 tcpdump iproute2 nftables curl openssl ca-certificates python3 python3-venv
-DEB_TEST := tshark chromium
+DEB_TEST := tshark chromium influxdb prometheus conntrack
 DEB_BENCH := socat
 
 .PHONY: run test check lint typecheck unit bench clean system-deps system-deps-test

@@ -171,6 +171,36 @@ def test_files_match_mergecap(tmp_path: Path, run_tool: Callable[..., str]) -> N
     assert len(values) == 1001
 
 
+@pytest.mark.parametrize("file_format", ["pcapng", "pcap"])
+def test_pcap_files_copied_by_record_match_mergecap(
+    tmp_path: Path, run_tool: Callable[..., str], file_format: str
+) -> None:
+    """Only pcap files: the record-copying path, checked against mergecap and tshark."""
+    a, b, c = tmp_path / "a.pcap", tmp_path / "b.pcap", tmp_path / "c.pcap"
+    a.write_bytes(pcap_bytes([S + 2 * i * 1000 for i in range(3000)], 1))
+    b.write_bytes(pcap_bytes([S + (2 * i + 1) * 1000 for i in range(3000)], 2))
+    # A third file cut inside its last record: reported, its whole records kept.
+    c.write_bytes(pcap_bytes([S + 7, S + 5000_007], 3)[:-3])
+    status, ours, logs = run_merge(tmp_path, [str(a), str(b), str(c)], file_format=file_format)
+    assert status == 4
+    assert f"{c}: pcap stream ended inside a record" in logs.text
+    assert "[0] " in logs.text and "3000 packets" in logs.text
+    reference = tmp_path / "ref.pcapng"
+    intact = tmp_path / "c-intact.pcap"  # what c holds before its damage
+    intact.write_bytes(pcap_bytes([S + 7], 3))
+    run_tool("mergecap", "-w", str(reference), str(a), str(b), str(intact))
+    theirs = packets_of(reference)
+    assert len(ours) == len(theirs) == 6001
+    assert [(p.ts_ns, p.data, p.orig_len) for p in ours] == [
+        (p.ts_ns, p.data, p.orig_len) for p in theirs
+    ]
+    out = tmp_path / "out.pcapng"
+    assert "Strict time order:   True" in run_tool("capinfos", "-o", str(out))
+    if file_format == "pcapng":
+        names = run_tool("tshark", "-r", str(out), "-T", "fields", "-e", "frame.interface_name")
+        assert set(names.split()) == {"a.pcap", "b.pcap", "c.pcap"}
+
+
 def test_file_pcap_output_and_linktype_mismatch(
     tmp_path: Path, run_tool: Callable[..., str]
 ) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import mmap
 import os
 import signal
 import ssl
@@ -24,15 +25,20 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import BinaryIO, Literal
-
-import aiohttp
+from typing import TYPE_CHECKING, BinaryIO, Literal
 
 from wirecap.core.formats.decoder import CaptureDecoder
 from wirecap.core.formats.merge import LiveMerger, PcapngMergeWriter, PushResult, merge_packets
-from wirecap.core.formats.pcap import PcapEncoder
+from wirecap.core.formats.pcap import (
+    FILE_HEADER_LEN,
+    MAGIC_MICROSECONDS,
+    MAGIC_NANOSECONDS,
+    PcapEncoder,
+    decode_file_header,
+)
 from wirecap.core.formats.pcapng import PcapngEncoder
 from wirecap.core.formats.reader import read_file
+from wirecap.core.formats.record_merge import PcapFile, RecordMerge, SourceFailed
 from wirecap.core.formats.records import (
     DEFAULT_SNAPLEN,
     DecryptionSecrets,
@@ -43,8 +49,19 @@ from wirecap.core.formats.records import (
     Packet,
     SectionStart,
 )
-from wirecap.errors import CaptureError, CaptureWriteError, DecodeError, OptionError
+from wirecap.errors import (
+    CaptureError,
+    CaptureWriteError,
+    DecodeError,
+    OptionError,
+    TruncatedError,
+)
 from wirecap.remote.sources import FileSource, Source, UrlSource
+
+if TYPE_CHECKING:
+    # Imported where streams are opened: a merge of files never needs aiohttp,
+    # and importing it costs a sixth of a second at every start.
+    import aiohttp
 
 __all__ = [
     "DEFAULT_CONNECT_TIMEOUT_S",
@@ -70,6 +87,12 @@ MAX_PCAP_SNAPLEN = DEFAULT_SNAPLEN
 _FILE_BATCH = 4096
 
 Format = Literal["pcap", "pcapng"]
+#: The four pcap magics as they appear on disk (µs/ns × either byte order).
+_PCAP_MAGICS = frozenset(
+    magic.to_bytes(4, order)
+    for magic in (MAGIC_MICROSECONDS, MAGIC_NANOSECONDS)
+    for order in ("little", "big")
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,19 +206,12 @@ class _Output:
         # pcap has no place for secrets or names.
 
     def _check_pcap(self, interface: Interface) -> None:
-        if interface.snaplen > MAX_PCAP_SNAPLEN:
-            raise _StreamFailed(
-                f"snaplen {interface.snaplen} is above {MAX_PCAP_SNAPLEN}, which pcap output "
-                "cannot announce; use --format pcapng"
-            )
         first = self._pcap.interface if self._pcap is not None else None
         if first is None and self._interfaces:
             first = next(iter(self._interfaces.values()))
-        if first is not None and first.linktype != interface.linktype:
-            raise _StreamFailed(
-                f"link type {interface.linktype} differs from {first.linktype} of the other "
-                "sources; pcap output needs one link type: use --format pcapng"
-            )
+        problem = _pcap_output_problem(interface, first)
+        if problem is not None:
+            raise _StreamFailed(problem)
 
     def packet(self, source: int, packet: Packet) -> None:
         if self.file_format == "pcapng":
@@ -210,6 +226,11 @@ class _Output:
             )
             self._pending.append(self._pcap.header())
         self._pending.append(self._pcap.packet(packet))
+
+    def write(self, data: bytes) -> None:
+        """Write bytes already encoded for this output, now."""
+        self._pending.append(data)
+        self.flush()
 
     def flush(self) -> None:
         """Write what is pending and push it to the reader now (no buffering delay)."""
@@ -236,6 +257,21 @@ class _Output:
             # No packet at all: still a valid (empty) capture, not a 0-byte file.
             self._pending.append(PcapngEncoder().section_header(user_application="wirecap"))
         self.flush()
+
+
+def _pcap_output_problem(interface: Interface, first: Interface | None) -> str | None:
+    """Why a pcap output cannot hold `interface`'s packets beside `first`'s, if it cannot."""
+    if interface.snaplen > MAX_PCAP_SNAPLEN:
+        return (
+            f"snaplen {interface.snaplen} is above {MAX_PCAP_SNAPLEN}, which pcap output "
+            "cannot announce; use --format pcapng"
+        )
+    if first is not None and first.linktype != interface.linktype:
+        return (
+            f"link type {interface.linktype} differs from {first.linktype} of the other "
+            "sources; pcap output needs one link type: use --format pcapng"
+        )
+    return None
 
 
 class _Merge:
@@ -265,6 +301,8 @@ class _Merge:
     async def stream(
         self, index: int, source: Source, session: aiohttp.ClientSession | None
     ) -> None:
+        import aiohttp
+
         status = self.status[index]
         try:
             if isinstance(source, FileSource):
@@ -290,6 +328,8 @@ class _Merge:
             self._end(index)
 
     async def _url(self, index: int, source: UrlSource, session: aiohttp.ClientSession) -> None:
+        import aiohttp
+
         status = self.status[index]
         headers = {}
         if source.username is not None or source.password is not None:
@@ -404,6 +444,8 @@ class _Merge:
     # -- the run ---------------------------------------------------------------
 
     async def run(self, ssl_context: ssl.SSLContext | None) -> None:
+        import aiohttp
+
         loop = asyncio.get_running_loop()
         installed = []
         for signum in (signal.SIGINT, signal.SIGTERM):
@@ -455,6 +497,8 @@ class _Merge:
 
 async def _read_some(response: aiohttp.ClientResponse) -> bytes:
     """Up to 4 KiB of an error body, for the message; never waits long for it."""
+    import aiohttp
+
     try:
         async with asyncio.timeout(1.0):
             return await response.content.read(4096)
@@ -463,12 +507,19 @@ async def _read_some(response: aiohttp.ClientResponse) -> bytes:
 
 
 def _describe(exc: BaseException) -> str:
+    aiohttp = sys.modules.get("aiohttp")
+    if aiohttp is None:  # not loaded: a file merge, so not an HTTP error
+        return _plain(exc)
     if isinstance(exc, aiohttp.ClientConnectorCertificateError):
         return f"TLS certificate verification failed: {exc.certificate_error}"
     if isinstance(exc, aiohttp.ClientSSLError):
         return f"TLS handshake failed: {exc}"
     if isinstance(exc, aiohttp.ClientConnectorError):
         return f"cannot connect: {exc.strerror or exc}"
+    return _plain(exc)
+
+
+def _plain(exc: BaseException) -> str:
     text = str(exc)
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
@@ -501,6 +552,93 @@ def _merge_files(merge: _Merge, sources: Sequence[FileSource]) -> None:
             if merge.stop.is_set():
                 return
     output.finish()
+
+
+def _all_pcap(sources: Sequence[FileSource]) -> bool:
+    """Whether no file is known to be anything but pcap (unreadable ones fail later)."""
+    for source in sources:
+        try:
+            with open(source.path, "rb") as file:
+                magic = file.read(4)
+        except OSError:
+            continue
+        if len(magic) == 4 and magic not in _PCAP_MAGICS:
+            return False
+    return True
+
+
+def _merge_pcap_files(merge: _Merge, sources: Sequence[FileSource]) -> None:
+    """Every source is a pcap file: the k-way merge copying record bytes (`RecordMerge`).
+
+    Same order, counts and per-file errors as `_merge_files`, several times
+    faster: records are not decoded into packets and encoded again.
+    """
+    output = merge.output
+    files: list[PcapFile] = []
+    indexes: list[int] = []
+    interfaces: list[Interface] = []
+    first: Interface | None = None
+    with contextlib.ExitStack() as stack:
+        for index, source in enumerate(sources):
+            merge.status[index].connected = True
+            path = Path(source.path)
+            try:
+                with open(path, "rb") as file:
+                    size = os.fstat(file.fileno()).st_size
+                    if size < FILE_HEADER_LEN:
+                        raise TruncatedError(
+                            f"{path}: capture ended inside the pcap file header ({size} bytes)"
+                        )
+                    buffer = mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ)
+                stack.callback(_close_quietly, buffer)
+                header = decode_file_header(buffer[:FILE_HEADER_LEN])
+            except OSError as exc:
+                merge._failed(index, _describe(exc))
+                continue
+            except DecodeError as exc:
+                merge._failed(index, str(exc) if str(path) in str(exc) else f"{path}: {exc}")
+                continue
+            label = output.labels[index]
+            interface = replace(header.interface(), name=label, description=label)
+            if output.file_format == "pcap":
+                problem = _pcap_output_problem(interface, first)
+                if problem is not None:
+                    merge._failed(index, problem)
+                    continue
+                first = first or interface
+            files.append(PcapFile(buffer, header))
+            indexes.append(index)
+            interfaces.append(interface)
+        if not files:
+            output.finish()
+            return
+        records = RecordMerge(
+            files,
+            output=output.file_format,
+            interfaces=interfaces,
+            snaplen=MAX_PCAP_SNAPLEN,
+        )
+        stopped = False
+        for item in records:
+            if isinstance(item, SourceFailed):
+                index = indexes[item.source]
+                merge._failed(index, f"{sources[index].path}: {item.error}")
+                continue
+            output.write(item)
+            if merge.stop.is_set():
+                stopped = True
+                break
+        for index, stats in zip(indexes, records.stats, strict=True):
+            status = merge.status[index]
+            status.packets, status.bytes = stats.packets, stats.bytes
+            status.done = status.error is None and not stopped
+        del records  # its numpy views of the mmaps must go before the mmaps close
+
+
+def _close_quietly(buffer: mmap.mmap) -> None:
+    # A view still exported (only after an error) keeps the map until it is collected.
+    with contextlib.suppress(BufferError):
+        buffer.close()
 
 
 def merge(
@@ -551,7 +689,10 @@ def merge(
                 for signum in (signal.SIGINT, signal.SIGTERM)
             }
             try:
-                _merge_files(run, files)
+                if _all_pcap(files):
+                    _merge_pcap_files(run, files)
+                else:
+                    _merge_files(run, files)
             except _OutputClosed:
                 run.output_closed = True
             finally:
