@@ -322,6 +322,31 @@ def test_stalling_worker_released_after_max_delay_late_counted(
     assert "1 packets arrived later than --max-delay 100 ms" in logs.text
 
 
+def test_idle_timeout_fails_a_silent_stream(tmp_path: Path, workers: FakeWorkers) -> None:
+    enc = PcapngEncoder()
+    head = enc.section_header() + enc.interface(Interface(linktype=1, name="eth0"))
+    beat = enc.statistics(InterfaceStatistics(interface_id=0, ts_ns=11 * S))
+    # Heartbeats keep a quiet stream alive; silence beyond the timeout ends it.
+    beating = workers.start(
+        streaming([(0.0, head), *[(0.1, beat)] * 8, (0.0, enc.packet(Packet(12 * S, b"x", 1)))])
+    )
+    silent = workers.start(streaming([(0.0, pcap_bytes([10 * S], 2)), (5.0, b"")]))
+    started = time.monotonic()
+    status, out, logs = run_merge(
+        tmp_path,
+        [f"http://127.0.0.1:{beating}", f"http://127.0.0.1:{silent}"],
+        idle_timeout_s=0.4,
+    )
+    assert time.monotonic() - started < 4
+    assert status == 4
+    assert "[1]" in logs.text and "nothing received for 0.4 s (--idle-timeout)" in logs.text
+    first = [line for line in logs if line.startswith("[0]") and "packets" in line]
+    assert first and ": ended; 1 packets" in first[0], logs.text
+    assert [p.ts_ns for p in out] == [10 * S, 12 * S]
+    with pytest.raises(OptionError, match="idle-timeout"):
+        options_from_args(build_parser().parse_args(["--idle-timeout", "0", "x.pcap"]))
+
+
 def test_401_and_garbage_reported_others_continue(tmp_path: Path, workers: FakeWorkers) -> None:
     async def denied(request: web.Request) -> web.StreamResponse:
         return web.Response(status=401, text="who are you")

@@ -128,6 +128,14 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
         f"(default: {DEFAULT_CONNECT_TIMEOUT_S:g})",
     )
     parser.add_argument(
+        "--idle-timeout",
+        metavar="SECONDS",
+        type=float,
+        help="fail a worker stream that sends nothing at all for this long (default: wait "
+        "forever). Workers asked for format=pcapng send a heartbeat every 100 ms, so a few "
+        "seconds find a dead worker or path fast; a pcap stream of a quiet filter is silent",
+    )
+    parser.add_argument(
         "--fail-fast",
         action="store_true",
         help="stop at the first failed stream instead of going on with the others",
@@ -139,6 +147,8 @@ def options_from_args(args: argparse.Namespace) -> MergeOptions:
         raise OptionError("--max-delay must not be negative")
     if args.connect_timeout <= 0:
         raise OptionError("--connect-timeout must be positive")
+    if args.idle_timeout is not None and args.idle_timeout <= 0:
+        raise OptionError("--idle-timeout must be positive")
     output = None if args.output in (None, "-") else Path(args.output)
     return MergeOptions(
         sources=tuple(parse_source(text) for text in args.sources),
@@ -150,6 +160,7 @@ def options_from_args(args: argparse.Namespace) -> MergeOptions:
         cert_file=Path(args.cert) if args.cert else None,
         key_file=Path(args.key) if args.key else None,
         fail_fast=args.fail_fast,
+        idle_timeout_s=args.idle_timeout,
     )
 
 

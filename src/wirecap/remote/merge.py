@@ -109,6 +109,9 @@ class MergeOptions:
     cert_file: Path | None = None
     key_file: Path | None = None
     fail_fast: bool = False
+    #: A stream silent this long (no byte, not even a heartbeat) has failed;
+    #: None: wait forever (a pcap stream of a quiet filter may be silent for hours).
+    idle_timeout_s: float | None = None
 
 
 @dataclass(slots=True)
@@ -352,8 +355,18 @@ class _Merge:
             content_type = response.headers.get("Content-Type", "none")
             self.log(f"[{index}] {source.display}: connected ({content_type})")
             decoder = CaptureDecoder()
+            idle = self.options.idle_timeout_s
             try:
-                async for chunk in response.content.iter_any():
+                while True:
+                    try:
+                        async with asyncio.timeout(idle):
+                            chunk = await response.content.readany()
+                    except TimeoutError:
+                        raise _StreamFailed(
+                            f"nothing received for {idle:g} s (--idle-timeout)"
+                        ) from None
+                    if not chunk:
+                        break
                     self._feed(index, decoder, chunk)
             except aiohttp.ClientPayloadError as exc:
                 raise _StreamFailed(f"stream dropped mid-stream: {_describe(exc)}") from None
@@ -661,6 +674,8 @@ def merge(
         raise OptionError("--max-delay must not be negative")
     if options.connect_timeout_s <= 0:
         raise OptionError("--connect-timeout must be positive")
+    if options.idle_timeout_s is not None and options.idle_timeout_s <= 0:
+        raise OptionError("--idle-timeout must be positive")
     emit = log if log is not None else _stderr_line
     needs_tls = any(isinstance(s, UrlSource) and s.scheme == "https" for s in options.sources)
     ssl_context = (
