@@ -17,6 +17,17 @@ Tie-break for equal timestamps (checked on a small extra pair of files whose
 packets all share one timestamp): the SOURCE given first (lower index) comes
 first, then each source's own order.
 
+Live: the same two files served over HTTP by two local stand-in workers (a
+small aiohttp server streaming the file's bytes as fast as they are read, as
+`wirecap worker` streams a capture), merged by `wirecap merge URL URL`: packets/s
+of the whole live path (HTTP, incremental decoding, watermark merge).
+
+Latency: two stand-in workers each send 5,000 packets/s (10 k pkt/s in all) in
+batches every millisecond, every packet stamped with the wall clock when it is
+sent; the bench reads the merger's standard output as it comes and reports,
+per packet, arrival time minus its timestamp (what the merger, HTTP and the
+decoding add; with both streams busy the watermark never waits for --max-delay).
+
 Targets (the script exits 1 if one is missed): packets/s of wirecap / mergecap
 ≥ 1.0× for pcapng output and ≥ 0.5× for pcap output.
 """
@@ -24,6 +35,7 @@ Targets (the script exits 1 if one is missed): packets/s of wirecap / mergecap
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import shutil
 import statistics
@@ -31,10 +43,15 @@ import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
+from aiohttp import web
+
+from wirecap.core.formats.decoder import CaptureDecoder
 from wirecap.core.formats.pcap import PcapEncoder
+from wirecap.core.formats.pcapng import PcapngEncoder
 from wirecap.core.formats.reader import read_packets
 from wirecap.core.formats.records import Interface, Packet
 
@@ -136,10 +153,126 @@ def _tie_order(tmp: Path, wirecap: list[str], mergecap: str) -> tuple[str, str]:
     return orders[0], orders[1]
 
 
+class StandIns:
+    """aiohttp servers on 127.0.0.1 in a thread of their own: stand-in workers."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.runners: list[web.AppRunner] = []
+
+    def start(self, handler: object) -> int:
+        async def up() -> int:
+            app = web.Application()
+            app.router.add_get("/capture", handler)  # type: ignore[arg-type]
+            runner = web.AppRunner(app)
+            await runner.setup()
+            site = web.TCPSite(runner, "127.0.0.1", 0)
+            await site.start()
+            self.runners.append(runner)
+            server = site._server
+            assert server is not None
+            return int(server.sockets[0].getsockname()[1])  # type: ignore[attr-defined]
+
+        return asyncio.run_coroutine_threadsafe(up(), self.loop).result()
+
+    def close(self) -> None:
+        async def down() -> None:
+            for runner in self.runners:
+                await runner.cleanup()
+
+        asyncio.run_coroutine_threadsafe(down(), self.loop).result()
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join()
+
+
+def serve_file(path: Path) -> object:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "application/vnd.tcpdump.pcap"})
+        await response.prepare(request)
+        with path.open("rb") as file:
+            while chunk := file.read(1 << 16):
+                await response.write(chunk)
+        await response.write_eof()
+        return response
+
+    return handler
+
+
+def paced(rate: int, seconds: float, tag: int) -> object:
+    """pcapng at `rate` packets/s, stamped with the wall clock, in 1 ms batches."""
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "application/x-pcapng"})
+        await response.prepare(request)
+        encoder = PcapngEncoder()
+        await response.write(encoder.section_header() + encoder.interface(Interface(linktype=1)))
+        frame, _wire = _frame(0x0A000001 + tag, 0x0A640001, 20000, 0, tag)
+        started = time.monotonic()
+        sent = 0
+        while (elapsed := time.monotonic() - started) < seconds:
+            due = int(elapsed * rate) - sent
+            if due > 0:
+                now = time.time_ns()
+                await response.write(
+                    b"".join(encoder.packet(Packet(now, frame, len(frame))) for _ in range(due))
+                )
+                sent += due
+            await asyncio.sleep(0.001)
+        await response.write_eof()
+        return response
+
+    return handler
+
+
+def live_rate(a: Path, b: Path, wirecap: list[str], tmp: Path) -> tuple[float, int]:
+    """Seconds and packets of `wirecap merge URL URL` over two stand-ins serving a and b."""
+    servers = StandIns()
+    try:
+        ports = [servers.start(serve_file(path)) for path in (a, b)]
+        out = tmp / "live.pcapng"
+        seconds = _time([*wirecap, "-w", str(out), *(f"http://127.0.0.1:{p}" for p in ports)])
+        count, _ordered = _capinfos(out)
+        out.unlink()
+        return seconds, count
+    finally:
+        servers.close()
+
+
+def live_latency(wirecap: list[str], rate: int, seconds: float) -> list[float]:
+    """Per packet: time it left the merger minus its timestamp, in milliseconds."""
+    servers = StandIns()
+    try:
+        ports = [servers.start(paced(rate // 2, seconds, tag)) for tag in (0, 1)]
+        proc = subprocess.Popen(
+            [*wirecap, *(f"http://127.0.0.1:{p}" for p in ports)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+        )
+        assert proc.stdout is not None
+        decoder = CaptureDecoder()
+        delays: list[float] = []
+        while chunk := os.read(proc.stdout.fileno(), 1 << 16):
+            now = time.time_ns()
+            decoder.feed(chunk)
+            delays.extend(
+                (now - event.ts_ns) / 1e6 for event in decoder.events() if isinstance(event, Packet)
+            )
+        proc.wait()
+        return delays
+    finally:
+        servers.close()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--packets", type=int, default=1_000_000, help="packets per file")
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument(
+        "--live-packets", type=int, default=200_000, help="packets per file, live merge"
+    )
+    parser.add_argument("--latency-seconds", type=float, default=5.0)
     args = parser.parse_args()
     mergecap = shutil.which("mergecap")
     if mergecap is None or shutil.which("capinfos") is None:
@@ -200,6 +333,29 @@ def main() -> int:
                 f"ratio wirecap / mergecap ({fmt}, packets/s, medians): {ratio:.2f}× "
                 f"(target ≥ {TARGETS[fmt]:g}×: {'met' if met else 'MISSED'})"
             )
+        la, lb = tmp / "live-a.pcap", tmp / "live-b.pcap"
+        generate(la, args.live_packets, 0)
+        generate(lb, args.live_packets, 1)
+        seconds, count = live_rate(la, lb, wirecap, tmp)
+        print(
+            f"live merge of 2 × {args.live_packets:,} packets from two stand-in workers over "
+            f"HTTP: {seconds:.2f} s, {count / seconds / 1e6:.2f} M packets/s ({count:,} written)"
+        )
+        ok &= count == 2 * args.live_packets
+        delays = sorted(live_latency(wirecap, 10_000, args.latency_seconds))
+        if delays:
+
+            def pick(q: float) -> float:
+                return delays[min(len(delays) - 1, int(q * len(delays)))]
+
+            print(
+                f"live latency at 10 k pkt/s (2 streams): {len(delays):,} packets, "
+                f"p50 {pick(0.5):.1f} ms, p99 {pick(0.99):.1f} ms, max {delays[-1]:.1f} ms "
+                "(sent → out of the merger, incl. HTTP and decoding)"
+            )
+        else:
+            print("live latency: no packet came out")
+            ok = False
     return 0 if ok else 1
 
 
