@@ -19,43 +19,26 @@ import argparse
 import os
 import shutil
 import statistics
-import struct
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from _synthetic import tcp_frame, timed_run
 from wirecap.core.formats.pcap import PcapEncoder
 from wirecap.core.formats.records import Interface, Packet
 
 TARGET_SECONDS = 10.0
 SNAPLEN = 96
 MSS = 1448
-_ETH = bytes(6) + bytes([2, 0, 0, 0, 0, 1]) + b"\x08\x00"
 
 
 def _frame(
     src: int, dst: int, sport: int, dport: int, seq: int, ack: int, flags: int, payload: int
 ) -> tuple[bytes, int]:
-    tcp = struct.pack(
-        "!HHIIBBHHH", sport, dport, seq & 0xFFFFFFFF, ack & 0xFFFFFFFF, 0x50, flags, 65535, 0, 0
+    return tcp_frame(
+        src, dst, sport, dport, seq=seq, ack=ack, flags=flags, payload=payload, snaplen=SNAPLEN
     )
-    ip = struct.pack(
-        "!BBHHHBBH4s4s",
-        0x45,
-        0,
-        20 + 20 + payload,
-        0,
-        0x4000,
-        64,
-        6,
-        0,
-        src.to_bytes(4, "big"),
-        dst.to_bytes(4, "big"),
-    )
-    whole = _ETH + ip + tcp
-    return (whole + bytes(payload))[:SNAPLEN], len(whole) + payload
 
 
 def _connection(index: int, segments: int) -> list[tuple[bytes, int]]:
@@ -114,12 +97,6 @@ def generate(path: Path, packets: int, connections: int) -> int:
     return written
 
 
-def _time(argv: list[str]) -> float:
-    started = time.monotonic()
-    subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=True)
-    return time.monotonic() - started
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--packets", type=int, default=1_000_000)
@@ -137,10 +114,10 @@ def main() -> int:
             f"{size / 1e6:.0f} MB in {time.monotonic() - started:.1f} s; {os.cpu_count()} CPUs"
         )
         wirecap = [sys.executable, "-m", "wirecap", "analyze", "--json", str(path)]
-        ours = [_time(wirecap) for _ in range(args.rounds)]
+        ours = [timed_run(wirecap) for _ in range(args.rounds)]
         theirs = (
             [
-                _time([tshark, "-n", "-r", str(path), "-q", "-z", "conv,tcp"])
+                timed_run([tshark, "-n", "-r", str(path), "-q", "-z", "conv,tcp"])
                 for _ in range(args.rounds)
             ]
             if tshark

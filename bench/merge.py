@@ -39,7 +39,6 @@ import asyncio
 import os
 import shutil
 import statistics
-import struct
 import subprocess
 import sys
 import tempfile
@@ -49,6 +48,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from _synthetic import tcp_frame, timed_run
 from wirecap.core.formats.decoder import CaptureDecoder
 from wirecap.core.formats.pcap import PcapEncoder
 from wirecap.core.formats.pcapng import PcapngEncoder
@@ -59,27 +59,21 @@ TARGETS = {"pcapng": 1.0, "pcap": 0.5}
 SNAPLEN = 96
 PAYLOAD = 1448
 BASE_NS = 1_700_000_000_000_000_000
-_ETH = bytes(6) + bytes([2, 0, 0, 0, 0, 1]) + b"\x08\x00"
 
 
 def _frame(src: int, dst: int, sport: int, seq: int, marker: int) -> tuple[bytes, int]:
-    tcp = struct.pack("!HHIIBBHHH", sport, 443, seq & 0xFFFFFFFF, 1, 0x50, 0x18, 65535, 0, 0)
-    ip = struct.pack(
-        "!BBHHHBBH4s4s",
-        0x45,
-        0,
-        20 + 20 + PAYLOAD,
-        0,
-        0x4000,
-        64,
-        6,
-        0,
-        src.to_bytes(4, "big"),
-        dst.to_bytes(4, "big"),
+    return tcp_frame(
+        src,
+        dst,
+        sport,
+        443,
+        seq=seq,
+        ack=1,
+        flags=0x18,
+        payload=PAYLOAD,
+        snaplen=SNAPLEN,
+        fill=marker,
     )
-    whole = _ETH + ip + tcp
-    payload = bytes([marker]) * PAYLOAD
-    return (whole + payload)[:SNAPLEN], len(whole) + PAYLOAD
 
 
 def generate(path: Path, packets: int, source: int, step_us: int = 2) -> int:
@@ -105,15 +99,6 @@ def generate(path: Path, packets: int, source: int, step_us: int = 2) -> int:
                 chunk.clear()
         out.write(b"".join(chunk))
     return packets
-
-
-def _time(argv: list[str]) -> float:
-    started = time.monotonic()
-    done = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False)
-    elapsed = time.monotonic() - started
-    if done.returncode != 0:
-        raise SystemExit(f"{' '.join(argv)} failed ({done.returncode}): {done.stderr.decode()}")
-    return elapsed
 
 
 def _capinfos(path: Path) -> tuple[int, bool]:
@@ -147,7 +132,7 @@ def _tie_order(tmp: Path, wirecap: list[str], mergecap: str) -> tuple[str, str]:
         ("mergecap", [mergecap, "-F", "pcap", "-w"]),
     ):
         out = tmp / f"tie-{name}.pcap"
-        _time([*argv, str(out), str(a), str(b)])
+        timed_run([*argv, str(out), str(a), str(b)])
         orders.append("".join("AB"[p.data[-1]] for p in read_packets(out)))
         out.unlink()
     return orders[0], orders[1]
@@ -232,7 +217,7 @@ def live_rate(a: Path, b: Path, wirecap: list[str], tmp: Path) -> tuple[float, i
     try:
         ports = [servers.start(serve_file(path)) for path in (a, b)]
         out = tmp / "live.pcapng"
-        seconds = _time([*wirecap, "-w", str(out), *(f"http://127.0.0.1:{p}" for p in ports)])
+        seconds = timed_run([*wirecap, "-w", str(out), *(f"http://127.0.0.1:{p}" for p in ports)])
         count, _ordered = _capinfos(out)
         out.unlink()
         return seconds, count
@@ -310,7 +295,7 @@ def main() -> int:
             for name, argv in runs.items():
                 times = []
                 for _ in range(args.rounds):
-                    times.append(_time([*argv, str(out), str(a), str(b)]))
+                    times.append(timed_run([*argv, str(out), str(a), str(b)]))
                     count, ordered = _capinfos(out)
                     out.unlink()
                     if count != total or not ordered:
