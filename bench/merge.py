@@ -217,10 +217,22 @@ def live_rate(a: Path, b: Path, wirecap: list[str], tmp: Path) -> tuple[float, i
     try:
         ports = [servers.start(serve_file(path)) for path in (a, b)]
         out = tmp / "live.pcapng"
-        seconds = timed_run([*wirecap, "-w", str(out), *(f"http://127.0.0.1:{p}" for p in ports)])
-        count, _ordered = _capinfos(out)
+        # The files are replayed far faster than they were captured, so one
+        # stream may run seconds of capture time ahead of the other: a long
+        # --max-delay keeps the output ordered (a real capture arrives in real time).
+        seconds = timed_run(
+            [
+                *wirecap,
+                "--max-delay",
+                "60000",
+                "-w",
+                str(out),
+                *(f"http://127.0.0.1:{p}" for p in ports),
+            ]
+        )
+        count, ordered = _capinfos(out)
         out.unlink()
-        return seconds, count
+        return seconds, count if ordered else -count
     finally:
         servers.close()
 
