@@ -211,7 +211,7 @@ def paced(rate: int, seconds: float, tag: int) -> object:
     return handler
 
 
-def live_rate(a: Path, b: Path, wirecap: list[str], tmp: Path) -> tuple[float, int]:
+def live_rate(a: Path, b: Path, wirecap: list[str], tmp: Path) -> tuple[float, int, bool]:
     """Seconds and packets of `wirecap merge URL URL` over two stand-ins serving a and b."""
     servers = StandIns()
     try:
@@ -232,7 +232,7 @@ def live_rate(a: Path, b: Path, wirecap: list[str], tmp: Path) -> tuple[float, i
         )
         count, ordered = _capinfos(out)
         out.unlink()
-        return seconds, count if ordered else -count
+        return seconds, count, ordered
     finally:
         servers.close()
 
@@ -333,12 +333,13 @@ def main() -> int:
         la, lb = tmp / "live-a.pcap", tmp / "live-b.pcap"
         generate(la, args.live_packets, 0)
         generate(lb, args.live_packets, 1)
-        seconds, count = live_rate(la, lb, wirecap, tmp)
+        seconds, count, ordered = live_rate(la, lb, wirecap, tmp)
         print(
             f"live merge of 2 × {args.live_packets:,} packets from two stand-in workers over "
-            f"HTTP: {seconds:.2f} s, {count / seconds / 1e6:.2f} M packets/s ({count:,} written)"
+            f"HTTP: {seconds:.2f} s, {count / seconds / 1e6:.2f} M packets/s ({count:,} written, "
+            f"strict time order {ordered})"
         )
-        ok &= count == 2 * args.live_packets
+        ok &= count == 2 * args.live_packets and ordered
         delays = sorted(live_latency(wirecap, 10_000, args.latency_seconds))
         if delays:
 
