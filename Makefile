@@ -8,7 +8,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 
 # System packages the project runs with (run) and is tested against (test).
-DEB_RUN := libpcap0.8 tcpdump iproute2 nftables curl openssl ca-certificates python3 python3-venv
+# gcc, libc6-dev and python3-dev build the merge's C loops at install (setup.py).
+DEB_RUN := libpcap0.8 tcpdump iproute2 nftables curl openssl ca-certificates python3 python3-venv \
+	gcc libc6-dev python3-dev
 DEB_TEST := tshark chromium influxdb prometheus conntrack
 DEB_BENCH := socat
 
@@ -31,6 +33,7 @@ bench: system-deps-test $(VENV)/.installed-test
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .mypy_cache .ruff_cache .pytest_cache .hypothesis
+	find src -name '*.so' -delete
 
 system-deps:
 	@scripts/ensure-debian-packages $(DEB_RUN)
@@ -44,12 +47,15 @@ $(VENV)/.created:
 	@$(BIN)/pip install -q --upgrade pip
 	@touch $@
 
-$(VENV)/.installed-run: pyproject.toml $(VENV)/.created
+# Reinstalled when what the install builds changes (the C loops of the merge).
+BUILD_INPUTS := pyproject.toml setup.py src/wirecap/core/formats/_native_build.py
+
+$(VENV)/.installed-run: $(BUILD_INPUTS) $(VENV)/.created
 	@$(MAKE) --no-print-directory system-deps
 	@$(BIN)/pip install -q -e .
 	@touch $@
 
-$(VENV)/.installed-test: pyproject.toml $(VENV)/.created
+$(VENV)/.installed-test: $(BUILD_INPUTS) $(VENV)/.created
 	@$(MAKE) --no-print-directory system-deps-test
 	@$(BIN)/pip install -q -e '.[test]'
 	@touch $@ $(VENV)/.installed-run

@@ -185,7 +185,7 @@ class _Output:
         self._interfaces: dict[tuple[int, int], Interface] = {}
         self._counts: dict[int, int] = {}
         self._pcap: PcapEncoder | None = None
-        self._pending: list[bytes] = []
+        self._pending: list[bytes | bytearray] = []
         self._wrote_any = False
 
     def event(self, source: int, event: Event) -> None:
@@ -230,7 +230,7 @@ class _Output:
             self._pending.append(self._pcap.header())
         self._pending.append(self._pcap.packet(packet))
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes | bytearray) -> None:
         """Write bytes already encoded for this output, now."""
         self._pending.append(data)
         self.flush()
@@ -239,7 +239,8 @@ class _Output:
         """Write what is pending and push it to the reader now (no buffering delay)."""
         if not self._pending:
             return
-        data = b"".join(self._pending)
+        # One chunk (the file merge writes one per round) is written as it is.
+        data = self._pending[0] if len(self._pending) == 1 else b"".join(self._pending)
         self._pending.clear()
         self._wrote_any = True
         try:

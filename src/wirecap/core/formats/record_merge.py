@@ -36,7 +36,6 @@ being merged, whatever the files' sizes.
 
 from __future__ import annotations
 
-import mmap
 import struct
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -53,6 +52,7 @@ from wirecap.core.formats.pcap import (
     PcapHeader,
 )
 from wirecap.core.formats.pcapng import BLOCK_EPB, PcapngEncoder
+from wirecap.core.formats.record_scan import NATIVE, Buffer, gather, scan_offsets
 from wirecap.core.formats.records import DEFAULT_SNAPLEN, Interface
 from wirecap.errors import DecodeError, LimitExceededError, TruncatedError
 
@@ -65,8 +65,10 @@ __all__ = [
 ]
 
 #: Records scanned per source per round. Large enough that numpy's per-call
-#: cost vanishes, small enough that a round's tables stay a few MiB.
-DEFAULT_BLOCK_RECORDS = 65_536
+#: cost vanishes; small enough that a round's tables and output (a few MiB)
+#: come from memory the allocator reuses: with 65,536 every round mapped fresh
+#: pages, and page faults tripled the system time of a merge.
+DEFAULT_BLOCK_RECORDS = 16_384
 
 Int64s = npt.NDArray[np.int64]
 
@@ -84,10 +86,6 @@ _HEAD_BYTES = np.arange(RECORD_HEADER_LEN, dtype=np.int64)
 # Rows of a source's pending table.
 _KEY, _TS, _OFFSET, _CAPLEN, _ORIG_LEN = range(5)
 _COLUMNS = 5
-
-
-#: What a source is read from: the file's bytes, or an mmap of it.
-Buffer = bytes | bytearray | mmap.mmap
 
 
 class PcapFile(NamedTuple):
@@ -118,6 +116,7 @@ class _Source:
 
     __slots__ = (
         "array",
+        "big_endian",
         "buffer",
         "bytes",
         "caplen_at",
@@ -126,13 +125,16 @@ class _Source:
         "error",
         "header",
         "last_key",
+        "native",
         "packets",
         "pos",
         "size",
         "words",
     )
 
-    def __init__(self, file: PcapFile) -> None:
+    def __init__(self, file: PcapFile, native: bool) -> None:
+        self.native = native
+        self.big_endian = file.header.byte_order == ">"
         self.buffer = file.buffer
         self.header = file.header
         # A view, not a copy: record headers are gathered from it with numpy.
@@ -154,67 +156,44 @@ class _Source:
         return int(self.columns.shape[1])
 
     def scan(self, limit: int) -> None:
-        """Scan up to `limit` more records and append them to the pending columns.
-
-        The loop only follows the captured lengths; whether each length is
-        sane and each record whole is checked afterwards for the whole block
-        at once (a bad length sends the loop far off, and everything from the
-        first bad record on is dropped again). Checking in the loop costs
-        2.5 times as much per record.
-        """
-        buffer, pos, size = self.buffer, self.pos, self.size
-        caplen_at = self.caplen_at
-        last_start = size - RECORD_HEADER_LEN
-        offsets: list[int] = []
-        append = offsets.append
-        for _ in range(limit):
-            if pos > last_start:
-                break
-            append(pos)
-            pos += RECORD_HEADER_LEN + caplen_at(buffer, pos + _CAPLEN_AT)[0]
-        if not offsets:
-            self._stop(pos)
+        """Scan up to `limit` more records and append them to the pending columns."""
+        offset, pos = scan_offsets(
+            self.buffer, self.pos, big_endian=self.big_endian, limit=limit, native=self.native
+        )
+        self.pos = pos
+        self._classify_stop(pos)
+        if not len(offset):
             return
-        offset = np.array(offsets, dtype=np.int64)
         # (sec, fraction, caplen, orig_len) of every record, gathered at once.
         heads = self.array[offset[:, None] + _HEAD_BYTES]
         fields = heads.view(self.words).astype(np.int64)
-        caplen = fields[:, 2]
-        bad = (caplen > MAX_CAPLEN) | (offset + RECORD_HEADER_LEN + caplen > size)
-        if bad.any():
-            first = int(np.argmax(bad))
-            pos = int(offset[first])
-            if caplen[first] > MAX_CAPLEN:
-                self.error = LimitExceededError(
-                    f"pcap record claims {int(caplen[first])} captured bytes, "
-                    f"more than MAX_CAPLEN {MAX_CAPLEN}"
-                )
-            else:
-                self.error = TruncatedError(
-                    f"pcap stream ended inside a record ({size - pos} bytes left)"
-                )
-            self.done = True
-            offset, fields = offset[:first], fields[:first]
-        else:
-            self._stop(pos)
-        self.pos = pos
-        if not len(offset):
-            return
         ts = fields[:, 0] * _NS + fields[:, 1] * self.header.fraction_ns
         key = np.maximum.accumulate(np.maximum(ts, self.last_key))
         self.last_key = int(key[-1])
         scanned = np.stack((key, ts, offset, fields[:, 2], fields[:, 3]))
         self.columns = np.concatenate((self.columns, scanned), axis=1)
 
-    def _stop(self, pos: int) -> None:
-        """After a clean scan up to `pos`: done at the end, an error inside a header."""
-        self.pos = pos
-        if pos > self.size - RECORD_HEADER_LEN:
+    def _classify_stop(self, pos: int) -> None:
+        """Where scanning stopped: the end, damage (done, with the error), or more to come."""
+        size = self.size
+        if pos > size - RECORD_HEADER_LEN:
             self.done = True
-            if pos < self.size:
+            if pos < size:
                 self.error = TruncatedError(
-                    f"pcap stream ended inside a record ({self.size - pos} bytes left)"
+                    f"pcap stream ended inside a record ({size - pos} bytes left)"
                 )
+            return
+        (caplen,) = self.caplen_at(self.buffer, pos + _CAPLEN_AT)
+        if caplen > MAX_CAPLEN:
+            self.done = True
+            self.error = LimitExceededError(
+                f"pcap record claims {caplen} captured bytes, more than MAX_CAPLEN {MAX_CAPLEN}"
+            )
+        elif pos + RECORD_HEADER_LEN + caplen > size:
+            self.done = True
+            self.error = TruncatedError(
+                f"pcap stream ended inside a record ({size - pos} bytes left)"
+            )
 
     def take(self, count: int) -> Int64s:
         """Remove and return the columns of the first `count` pending records."""
@@ -240,6 +219,7 @@ class RecordMerge:
         interfaces: for pcapng, the IDB of each source (name, description).
         snaplen: the pcap output's announced snapshot length.
         block_records: records scanned per source per round.
+        native: use the C loops of `record_scan` (when built; tests turn them off).
     """
 
     def __init__(
@@ -251,6 +231,7 @@ class RecordMerge:
         snaplen: int = DEFAULT_SNAPLEN,
         user_application: str | None = "wirecap",
         block_records: int = DEFAULT_BLOCK_RECORDS,
+        native: bool = NATIVE,
     ) -> None:
         if block_records < 1:
             raise ValueError("block_records must be at least 1")
@@ -263,7 +244,8 @@ class RecordMerge:
         self.snaplen = snaplen
         self.user_application = user_application
         self.block_records = block_records
-        self._sources = [_Source(f) for f in files]
+        self.native = native
+        self._sources = [_Source(f, native) for f in files]
         # pcap output: nanoseconds unless every source counts microseconds, so
         # nothing is lost and a matching file's records are copied unchanged.
         self.nanosecond = any(f.header.nanosecond for f in files)
@@ -277,7 +259,7 @@ class RecordMerge:
         """Records and bytes written so far from each source."""
         return [SourceStats(s.packets, s.bytes) for s in self._sources]
 
-    def __iter__(self) -> Iterator[bytes | SourceFailed]:
+    def __iter__(self) -> Iterator[bytes | bytearray | SourceFailed]:
         sources = self._sources
         for source in sources:
             if not source.done:
@@ -329,7 +311,7 @@ class RecordMerge:
                 parts.append(encoder.interface(self.interfaces[index]))
         return b"".join(parts)
 
-    def _round(self, counts: Sequence[int]) -> bytes:
+    def _round(self, counts: Sequence[int]) -> bytes | bytearray:
         """Write the first counts[i] pending records of each source, merged."""
         tables, origins = [], []
         for index, (source, count) in enumerate(zip(self._sources, counts, strict=True)):
@@ -349,43 +331,39 @@ class RecordMerge:
 
     def _pcap(
         self, ts: Int64s, offset: Int64s, origin: Int64s, caplen: Int64s, orig_len: Int64s
-    ) -> bytes:
+    ) -> bytes | bytearray:
         buffers = [s.buffer for s in self._sources]
         verbatim = all(
             s.header.byte_order == "<" and s.header.nanosecond == self.nanosecond
             for s in self._sources
         )
-        pieces: list[bytes] = []
-        append = pieces.append
         if verbatim:
-            # Runs of records adjacent in one file go out as one slice.
+            # Records adjacent in one file go out as one range.
             end = offset + RECORD_HEADER_LEN + caplen
             breaks = np.flatnonzero((origin[1:] != origin[:-1]) | (offset[1:] != end[:-1])) + 1
             starts = np.concatenate(([0], breaks))
             stops = np.concatenate((breaks, [len(offset)])) - 1
-            for source, first, last in zip(
-                origin[starts].tolist(),
-                offset[starts].tolist(),
-                end[stops].tolist(),
-                strict=True,
-            ):
-                append(buffers[source][first:last])
-            return b"".join(pieces)
+            first = offset[starts]
+            return gather(buffers, origin[starts], first, end[stops] - first, native=self.native)
         divisor = 1 if self.nanosecond else 1000
         sec, frac = np.divmod(ts, _NS)
-        rows = np.stack((sec, frac // divisor, caplen, orig_len), axis=1).astype("<u4")
-        heads = rows.tobytes()
-        data_start = offset + RECORD_HEADER_LEN
-        for i, (source, first, last) in enumerate(
-            zip(origin.tolist(), data_start.tolist(), (data_start + caplen).tolist(), strict=True)
-        ):
-            append(heads[16 * i : 16 * i + 16])
-            append(buffers[source][first:last])
-        return b"".join(pieces)
+        heads = np.stack((sec, frac // divisor, caplen, orig_len), axis=1).astype("<u4").tobytes()
+        count = len(ts)
+        # Ranges: record i's new header from `heads` (buffer 0), then its bytes.
+        which = np.empty(2 * count, dtype=np.int64)
+        which[0::2] = 0
+        which[1::2] = origin + 1
+        start = np.empty(2 * count, dtype=np.int64)
+        start[0::2] = np.arange(count, dtype=np.int64) * RECORD_HEADER_LEN
+        start[1::2] = offset + RECORD_HEADER_LEN
+        length = np.empty(2 * count, dtype=np.int64)
+        length[0::2] = RECORD_HEADER_LEN
+        length[1::2] = caplen
+        return gather([heads, *buffers], which, start, length, native=self.native)
 
     def _pcapng(
         self, ts: Int64s, offset: Int64s, origin: Int64s, caplen: Int64s, orig_len: Int64s
-    ) -> bytes:
+    ) -> bytes | bytearray:
         count = len(ts)
         pad = -caplen & 3
         total = _EPB_FIXED + caplen + pad
@@ -402,29 +380,25 @@ class RecordMerge:
         rows[:, 6] = ts & 0xFFFFFFFF
         rows[:, 7] = caplen
         rows[:, 8] = orig_len
-        first_start = 2 * 4  # no previous EPB: start at the head
-        if self._tail is not None:
-            previous_pad, previous_total = self._tail
-            rows[0, 1] = previous_total
-            first_start = 4 - previous_pad
         row_start = np.arange(count, dtype=np.int64) * _ROW_BYTES
         head_start = row_start + 4
         head_start[1:] -= pad[:-1]
-        head_start[0] = first_start
-        heads = rows.tobytes()
-        buffers = [s.buffer for s in self._sources]
-        data_start = offset + RECORD_HEADER_LEN
-        pieces: list[bytes] = []
-        append = pieces.append
-        for source, head, head_end, first, last in zip(
-            origin.tolist(),
-            head_start.tolist(),
-            (row_start + _ROW_BYTES).tolist(),
-            data_start.tolist(),
-            (data_start + caplen).tolist(),
-            strict=True,
-        ):
-            append(heads[head:head_end])
-            append(buffers[source][first:last])
+        if self._tail is not None:
+            previous_pad, previous_total = self._tail
+            rows[0, 1] = previous_total
+            head_start[0] = 4 - previous_pad
+        else:
+            head_start[0] = 2 * 4  # no previous EPB: start at the head
         self._tail = (int(pad[-1]), int(total[-1]))
-        return b"".join(pieces)
+        # Ranges: EPB i's head (with EPB i-1's tail) from `rows` (buffer 0), then its bytes.
+        which = np.empty(2 * count, dtype=np.int64)
+        which[0::2] = 0
+        which[1::2] = origin + 1
+        start = np.empty(2 * count, dtype=np.int64)
+        start[0::2] = head_start
+        start[1::2] = offset + RECORD_HEADER_LEN
+        length = np.empty(2 * count, dtype=np.int64)
+        length[0::2] = row_start + _ROW_BYTES - head_start
+        length[1::2] = caplen
+        buffers = [s.buffer for s in self._sources]
+        return gather([rows.tobytes(), *buffers], which, start, length, native=self.native)
