@@ -9,12 +9,14 @@ import asyncio
 import os
 import signal
 import socket
+import stat
 import struct
 import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -28,7 +30,7 @@ from wirecap.core.formats.records import (
     Packet,
 )
 from wirecap.remote.request import ListenAddress
-from wirecap.remote.worker import WorkerConfig, WorkerServer
+from wirecap.remote.worker import UNIX_SOCKET_MODE, WorkerConfig, WorkerServer
 
 _TIMEOUT = aiohttp.ClientTimeout(total=20)
 
@@ -376,3 +378,57 @@ def test_worker_help_documents_the_reverse_proxy_example() -> None:
     assert "proxy_buffering off;" in text
     assert "proxy_read_timeout 1h;" in text
     assert "exclude_self" in text
+
+
+def test_unix_listen_replaces_a_stale_socket_and_removes_its_own(tmp_path: Path) -> None:
+    path = tmp_path / "worker.sock"
+    with socket.socket(socket.AF_UNIX) as stale:  # a killed worker's leftover file
+        stale.bind(str(path))
+
+    async def scenario() -> tuple[list[str], str, int]:
+        server = WorkerServer(WorkerConfig(listen=ListenAddress(path=str(path))))
+        bound = await server.start()
+        try:
+            async with (
+                aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=str(path))) as session,
+                session.get("http://worker/healthz") as r,
+            ):
+                text = await r.text()
+            return bound, text, path.stat().st_mode
+        finally:
+            await server.close()
+
+    bound, text, mode = _run(scenario)
+    assert bound == [f"unix:{path}"]
+    assert text == "ok\n"
+    assert stat.S_ISSOCK(mode) and stat.S_IMODE(mode) == UNIX_SOCKET_MODE
+    assert not path.exists()
+
+
+def test_unix_listen_refuses_a_path_in_use_or_not_a_socket(tmp_path: Path) -> None:
+    live, plain = tmp_path / "live.sock", tmp_path / "plain"
+    plain.write_text("keep me")
+
+    async def scenario() -> list[str]:
+        first = WorkerServer(WorkerConfig(listen=ListenAddress(path=str(live))))
+        await first.start()
+        errors = []
+        try:
+            for path in (live, plain):
+                second = WorkerServer(WorkerConfig(listen=ListenAddress(path=str(path))))
+                with pytest.raises(OSError) as caught:
+                    await second.start()
+                errors.append(str(caught.value))
+            async with (
+                aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=str(live))) as session,
+                session.get("http://worker/healthz") as r,
+            ):
+                assert r.status == 200  # the first worker still has its socket
+        finally:
+            await first.close()
+        return errors
+
+    in_use, not_socket = _run(scenario)
+    assert f"already listening on {live}" in in_use
+    assert "in use" in not_socket
+    assert plain.read_text() == "keep me"

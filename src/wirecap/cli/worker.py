@@ -13,7 +13,7 @@ from typing import Any
 from wirecap.cli._parsers import standalone, subcommand
 from wirecap.errors import OptionError, WirecapError
 from wirecap.remote.request import DEFAULT_PORT, MAX_FILTER_LEN, parse_listen
-from wirecap.remote.worker import HEARTBEAT_S, WorkerConfig, WorkerServer
+from wirecap.remote.worker import HEARTBEAT_S, UNIX_SOCKET_MODE, WorkerConfig, WorkerServer
 
 __all__ = ["build_parser", "ddump_worker", "register", "run"]
 
@@ -45,7 +45,8 @@ endpoints:
     A filter libpcap cannot compile is answered 400 with libpcap's message and
     no body; missing capture privileges 503 with the reason; --max-captures
     reached 503. A client reading slower than the capture loses whole batches,
-    never torn records; they are counted in the metrics.
+    never torn records; they are counted in the metrics as they happen (and,
+    with format=pcapng, in the dropped count of the next heartbeat).
   GET /healthz   "ok"
   GET /metrics   Prometheus: wirecap_worker_active_captures,
                  wirecap_worker_streamed_bytes_total,
@@ -85,7 +86,10 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
         default=f":{DEFAULT_PORT}",
         metavar="ADDR:PORT|unix:PATH",
         help=f"where to listen: HOST:PORT, :PORT (every address), [V6]:PORT or "
-        f"unix:PATH (default :{DEFAULT_PORT}; -listen is ddump-worker's spelling)",
+        f"unix:PATH (default :{DEFAULT_PORT}; -listen is ddump-worker's spelling). "
+        f"A Unix socket is created mode {UNIX_SOCKET_MODE:04o} whatever the umask (owner "
+        "and group may connect) and removed at exit; a path another worker answers "
+        "on is refused",
     )
     parser.add_argument(
         "--max-captures",
@@ -94,7 +98,13 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="concurrent captures allowed; past it /capture answers 503 (default: no limit)",
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="log each stream to stderr")
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="log each stream (client, interface, filter as captured, and its "
+        "packet/drop counts when it ends) and each refused request to stderr",
+    )
 
 
 def register(commands: Any) -> None:

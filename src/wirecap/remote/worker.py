@@ -19,8 +19,8 @@ What it fixes in ddump-worker (reference/ddump-and-capture-packets.md §1.2):
 - libpcap never sees the socket: batches go to memory (`StreamOutput`) and are
   written with ``await response.write()``, which is the back-pressure. A client
   slower than the capture loses whole batches, counted in
-  ``wirecap_worker_dropped_records_total``; a record is never torn and other
-  clients never wait;
+  ``wirecap_worker_dropped_records_total`` while the stream runs; a record is
+  never torn and other clients never wait;
 - a client that goes away stops its capture at once, even when nothing matches
   (the connection is watched, not only the next write);
 - ``interface=`` works; the own stream is excluded as ``(USER) and not (SELF)``.
@@ -35,7 +35,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
+import os
+import socket
+import stat
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -47,6 +51,7 @@ from prometheus_client.exposition import generate_latest
 from wirecap.core.capture.handle import check_filter
 from wirecap.core.capture.live import DRAIN_MARGIN_S, LiveCapture
 from wirecap.core.capture.spec import CaptureSpec
+from wirecap.core.capture.stats import CaptureStats
 from wirecap.core.capture.stream import DEFAULT_MAX_BUFFERED_BYTES, StreamOutput
 from wirecap.core.formats.convert import PcapToPcapng
 from wirecap.core.formats.records import InterfaceStatistics
@@ -69,6 +74,7 @@ __all__ = [
     "DISCONNECT_POLL_S",
     "HEARTBEAT_LAG_NS",
     "HEARTBEAT_S",
+    "UNIX_SOCKET_MODE",
     "WORKER_BUFFER_TIMEOUT_MS",
     "WorkerConfig",
     "WorkerServer",
@@ -89,8 +95,14 @@ HEARTBEAT_S = 0.1
 HEARTBEAT_LAG_NS = int((WORKER_BUFFER_TIMEOUT_MS / 1000 + DRAIN_MARGIN_S) * 1e9)
 
 #: How often an idle stream checks that its client is still connected: the
-#: longest a capture outlives its client when nothing matches.
+#: longest a capture outlives its client when nothing matches (and how often its
+#: dropped records are added to the metric).
 DISCONNECT_POLL_S = 0.05
+
+#: Mode of a ``unix:PATH`` socket, whatever the umask: connecting needs write
+#: permission, and a connection can capture every packet of the host, so only the
+#: owner and the group (e.g. a reverse proxy's, via a setgid directory) may.
+UNIX_SOCKET_MODE = 0o660
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,18 +200,24 @@ async def _capture(request: web.Request) -> web.StreamResponse:
     config = request.app[_CONFIG_KEY]
     metrics = request.app[_METRICS_KEY]
     state = request.app[_STATE_KEY]
+    peer = _peer_name(request)
+
+    def refuse(status: int, message: str) -> web.Response:
+        log.info("%s: %d %s", peer, status, message)
+        return _error(status, message)
+
     parsed = parse_query(request.query.items())
     if isinstance(parsed, RequestError):
-        return _error(parsed.status, parsed.message)
+        return refuse(parsed.status, parsed.message)
     if parsed.filter:
         try:
             check_filter(parsed.filter, parsed.check_linktype, parsed.snaplen)
         except BadFilterError as exc:
-            return _error(400, f"bad filter: {exc}")
+            return refuse(400, str(exc))  # "bad filter 'EXPR': libpcap's reason"
         except SystemSetupError as exc:
-            return _error(503, str(exc))
+            return refuse(503, str(exc))
     if config.max_captures is not None and state["active"] >= config.max_captures:
-        return _error(503, f"worker busy: {config.max_captures} captures already running")
+        return refuse(503, f"worker busy: {config.max_captures} captures already running")
     own = _own_stream(request) if parsed.exclude_self else None
     spec = CaptureSpec(
         interface=parsed.interface,
@@ -215,22 +233,68 @@ async def _capture(request: web.Request) -> web.StreamResponse:
         try:
             await capture.start_async()
         except BadFilterError as exc:
-            return _error(400, f"bad filter: {exc}")
+            return refuse(400, f"bad filter: {exc}")
         except UsageError as exc:
-            return _error(400, str(exc))
+            return refuse(400, str(exc))
         except SystemSetupError as exc:
-            return _error(503, str(exc))
+            return refuse(503, str(exc))
         except CaptureError as exc:
-            return _error(503, f"cannot capture: {exc}")
+            return refuse(503, f"cannot capture: {exc}")
+        drops = _DropReporter(output, metrics.dropped)
+        log.info("%s: capture %s", peer, _describe(parsed, spec.filter))
+        stats: CaptureStats | None = None
         try:
-            return await _stream(request, parsed, capture, output, config, metrics)
+            return await _stream(request, parsed, capture, output, config, metrics, drops)
         finally:
             with contextlib.suppress(CaptureError):
-                await capture.stop()
-            metrics.dropped.inc(output.dropped_records)
+                stats = await capture.stop()
+            drops.sync()
+            log.info(
+                "%s: stream ended: %d bytes sent; %s",
+                peer,
+                output.bytes_sent,
+                stats.summary() if stats is not None else "no statistics",
+            )
     finally:
         state["active"] -= 1
         metrics.active.dec()
+
+
+def _peer_name(request: web.Request) -> str:
+    """The client as logs name it: ``HOST:PORT``, or ``unix`` on a Unix socket."""
+    own = _own_stream(request)
+    if own is None:
+        return "unix"
+    peer = own[1]
+    return f"[{peer.host}]:{peer.port}" if ":" in peer.host else f"{peer.host}:{peer.port}"
+
+
+def _describe(parsed: StreamRequest, expression: str) -> str:
+    link = f"{parsed.linktype}, " if parsed.dlt is not None else ""
+    return (
+        f"on {parsed.interface} as {parsed.format} ({link}snaplen {parsed.snaplen}), "
+        f"filter {expression!r}"
+    )
+
+
+class _DropReporter:
+    """Moves a stream's dropped-record count into the metric while the stream runs.
+
+    Streams last as long as their client wants (hours, behind a merger), so
+    counting drops only when a stream ends would hide a slow client from every
+    scrape until it leaves.
+    """
+
+    def __init__(self, output: StreamOutput, counter: Counter) -> None:
+        self._output = output
+        self._counter = counter
+        self._reported = 0
+
+    def sync(self) -> None:
+        new = self._output.dropped_records - self._reported
+        if new > 0:
+            self._counter.inc(new)
+            self._reported += new
 
 
 async def _stream(
@@ -240,6 +304,7 @@ async def _stream(
     output: StreamOutput,
     config: WorkerConfig,
     metrics: _Metrics,
+    drops: _DropReporter,
 ) -> web.StreamResponse:
     response = web.StreamResponse(headers={"Content-Type": parsed.content_type})
     # No Content-Length: chunked. No compression: it would buffer.
@@ -284,6 +349,7 @@ async def _stream(
             transport = request.transport
             if transport is None or transport.is_closing():
                 return
+            drops.sync()  # a stalled client's drops show up while it stalls
             await asyncio.sleep(DISCONNECT_POLL_S)
 
     tasks = [
@@ -315,9 +381,13 @@ class WorkerServer:
         self.config = config
         self.app = build_app(config, registry)
         self._runner: web.AppRunner | None = None
+        #: (device, inode) of the Unix socket this server bound, removed at close.
+        self._socket_file: tuple[int, int] | None = None
 
     async def start(self) -> list[str]:
         """Bind and serve; return the bound addresses (``host:port`` or ``unix:PATH``)."""
+        if self.config.listen.path is not None:
+            _refuse_live_socket(self.config.listen.path)
         runner = web.AppRunner(
             self.app, access_log=None, handle_signals=False, shutdown_timeout=1.0
         )
@@ -329,11 +399,21 @@ class WorkerServer:
             site = web.UnixSite(runner, listen.path)
         else:
             site = web.TCPSite(runner, listen.host, listen.port)
+        # A socket file takes its mode from the umask at bind(): set the umask for
+        # the bind, so there is no moment at which others could connect (a chmod
+        # afterwards would leave one). Restored as soon as the socket is bound.
+        umask = os.umask(0o777 & ~UNIX_SOCKET_MODE) if listen.path is not None else None
         try:
             await site.start()
         except BaseException:
             await self.close()
             raise
+        finally:
+            if umask is not None:
+                os.umask(umask)
+        if listen.path is not None:
+            st = os.stat(listen.path)
+            self._socket_file = (st.st_dev, st.st_ino)
         bound: list[str] = []
         for name in runner.addresses:
             if isinstance(name, tuple):
@@ -347,3 +427,32 @@ class WorkerServer:
         if self._runner is not None:
             runner, self._runner = self._runner, None
             await runner.cleanup()
+        path, ours = self.config.listen.path, self._socket_file
+        if path is not None and ours is not None:
+            self._socket_file = None
+            # Only the socket this server made: another worker may have taken the path.
+            with contextlib.suppress(OSError):
+                st = os.stat(path)
+                if (st.st_dev, st.st_ino) == ours:
+                    os.unlink(path)
+
+
+def _refuse_live_socket(path: str) -> None:
+    """Raise if a server answers on the Unix socket `path`.
+
+    asyncio replaces any socket file it finds at the path, so without this a
+    second worker started on the same path would silently take it from the first.
+    A socket nobody answers on is a leftover of a worker that was killed: fine.
+    """
+    try:
+        if not stat.S_ISSOCK(os.stat(path).st_mode):
+            return  # not a socket: the bind fails with its own error
+    except OSError:
+        return
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(1.0)  # a full backlog would otherwise block the loop
+        try:
+            probe.connect(path)
+        except OSError:
+            return
+    raise OSError(errno.EADDRINUSE, f"a server is already listening on {path}")
