@@ -92,6 +92,17 @@ class FakeWorkers:
 
         return asyncio.run_coroutine_threadsafe(go(), self.loop).result(10)
 
+    def start_unix(self, handler: Handler, path: Path) -> None:
+        async def go() -> None:
+            app = web.Application()
+            app.router.add_get("/capture", handler)
+            runner = web.AppRunner(app, shutdown_timeout=0.1, handler_cancellation=True)
+            await runner.setup()
+            await web.UnixSite(runner, str(path)).start()
+            self.runners.append(runner)
+
+        asyncio.run_coroutine_threadsafe(go(), self.loop).result(10)
+
     def close(self) -> None:
         async def stop() -> None:
             for runner in self.runners:
@@ -256,8 +267,9 @@ def test_interleaved_workers_ordered_and_complete(
     )
     assert set(names.split()) == {
         f"127.0.0.1:{ports[1]}:eth0",
-        f"127.0.0.1:{ports[0]}",
-        f"127.0.0.1:{ports[2]}",
+        # pcap streams name no interface: the one asked for (interface=, or any)
+        f"127.0.0.1:{ports[0]}:any",
+        f"127.0.0.1:{ports[2]}:any",
     }
 
 
@@ -345,6 +357,29 @@ def test_idle_timeout_fails_a_silent_stream(tmp_path: Path, workers: FakeWorkers
     assert [p.ts_ns for p in out] == [10 * S, 12 * S]
     with pytest.raises(OptionError, match="idle-timeout"):
         options_from_args(build_parser().parse_args(["--idle-timeout", "0", "x.pcap"]))
+
+
+def test_unix_socket_worker_merged_with_a_tcp_one(
+    tmp_path: Path, workers: FakeWorkers, run_tool: Callable[..., str]
+) -> None:
+    socket_path = tmp_path / "worker.sock"
+    workers.start_unix(streaming([(0.0, pcap_bytes([1 * S, 3 * S], 1))]), socket_path)
+    port = workers.start(streaming([(0.0, pcap_bytes([2 * S], 2))]))
+    status, out, logs = run_merge(
+        tmp_path,
+        [f"unix:{socket_path}?filter=udp&interface=eth1", f"http://127.0.0.1:{port}"],
+    )
+    assert status == 0, logs.text
+    assert [p.ts_ns for p in out] == [1 * S, 2 * S, 3 * S]
+    assert f"[0] unix:{socket_path}?filter=udp&interface=eth1: ended" in logs.text
+    names = run_tool(
+        "tshark", "-r", str(tmp_path / "out.pcapng"), "-T", "fields", "-e", "frame.interface_name"
+    )
+    assert names.split() == [
+        "unix:worker.sock:eth1",
+        f"127.0.0.1:{port}:any",
+        "unix:worker.sock:eth1",
+    ]
 
 
 def test_401_and_garbage_reported_others_continue(tmp_path: Path, workers: FakeWorkers) -> None:

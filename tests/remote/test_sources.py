@@ -91,3 +91,15 @@ def test_bad_url_error_hides_password() -> None:
         parse_source("http://u:hunter2@h:notaport/capture")
     assert "hunter2" not in str(info.value)
     assert "***@h:notaport" in str(info.value)
+
+
+def test_unix_socket_worker() -> None:
+    source = parse_source("unix:/run/wirecap/worker.sock?filter=tcp&interface=eth0")
+    assert isinstance(source, UrlSource)
+    assert source.socket_path == "/run/wirecap/worker.sock"
+    assert source.path == "/capture" and source.query == "filter=tcp&interface=eth0"
+    assert source.display == "unix:/run/wirecap/worker.sock?filter=tcp&interface=eth0"
+    assert source.label == "unix:worker.sock" and source.interface == "eth0"
+    assert parse_source("unix:/w.sock").interface == "any"  # type: ignore[union-attr]
+    with pytest.raises(OptionError, match="absolute path"):
+        parse_source("unix:w.sock")

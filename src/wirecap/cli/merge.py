@@ -28,6 +28,8 @@ SOURCE is a capture file (merged like mergecap) or a worker URL:
 
   http[s]://[USER[:PASS]@]HOST[:PORT][/PATH][?filter=BPF]
 
+  unix:SOCKET[?QUERY]     (a worker started with --listen unix:SOCKET)
+
 PORT defaults to 8475 and PATH to /capture; the query string (filter=,
 interface=, snaplen=, format=pcapng ...) goes to the worker unchanged.
 USER:PASS is sent as HTTP basic auth and never printed. All workers are
@@ -42,7 +44,8 @@ first (lower index) comes first, then each source's own order. When every
 SOURCE is a file the merge is exact (no delay applies).
 
 Output: pcapng by default, with one interface per worker interface, named
-after the worker host (HOST:IFACE). --format pcap needs one link type across
+after the worker host (HOST:IFACE; a pcap stream's IFACE is the interface=
+it asked for, "any" by default). --format pcap needs one link type across
 all sources and a snaplen of at most 262144. Every batch is flushed at once,
 so `wirecap merge ... | tcpdump -r -` shows packets without buffering delay;
 tcpdump reads pcapng only when all interfaces share one link type (workers
@@ -71,6 +74,7 @@ examples:
   wirecap merge 'http://web1?filter=tcp port 443' 'http://web2?filter=tcp port 443' | tcpdump -nr -
   wirecap merge --ca ca.pem -w both.pcapng https://alice:secret@db1 https://db2:9000
   wirecap merge -w merged.pcapng a.pcap b.pcapng
+  wirecap merge --idle-timeout 5 'http://web1?format=pcapng' 'unix:/run/wc.sock?format=pcapng'
 
 compat: ddump [-ca FILE] [-cert FILE] [-key FILE] URL...  (Go-style single-dash flags)
 """

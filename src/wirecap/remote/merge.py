@@ -125,6 +125,8 @@ class StreamStatus:
     late: int = 0
     error: str | None = None
     done: bool = False
+    #: Still running when the merge was told to stop (signal, closed output).
+    stopped: bool = False
 
     def line(self, index: int) -> str:
         state = "connected" if self.connected else "not connected"
@@ -132,6 +134,8 @@ class StreamStatus:
             state = f"error: {self.error}"
         elif self.done:
             state = "ended"
+        elif self.stopped:
+            state = "stopped (the merge ended first)"
         return (
             f"[{index}] {self.display}: {state}; {self.packets} packets, "
             f"{self.bytes} bytes, {self.late} late"
@@ -177,9 +181,20 @@ def build_ssl_context(
 class _Output:
     """Encodes released packets as pcapng (one IDB per source interface) or pcap."""
 
-    def __init__(self, file_format: Format, labels: Sequence[str], stream: BinaryIO) -> None:
+    def __init__(
+        self,
+        file_format: Format,
+        labels: Sequence[str],
+        stream: BinaryIO,
+        interface_names: Sequence[str | None] | None = None,
+    ) -> None:
         self.file_format = file_format
         self.labels = tuple(labels)
+        #: Per source: the interface to name when its stream does not (pcap has
+        #: no interface names; a worker's pcap stream is of `interface=` or any).
+        self.interface_names = (
+            tuple(interface_names) if interface_names is not None else (None,) * len(labels)
+        )
         self.stream = stream
         self._pcapng = PcapngMergeWriter(labels=labels)
         self._interfaces: dict[tuple[int, int], Interface] = {}
@@ -200,8 +215,9 @@ class _Output:
                 self._check_pcap(event)
             self._interfaces[(source, local)] = event
             name = self.labels[source]
-            if event.name:
-                name = f"{name}:{event.name}"
+            interface = event.name or self.interface_names[source]
+            if interface:
+                name = f"{name}:{interface}"
             self._pcapng.add_interface(source, replace(event, name=name))
         elif isinstance(event, DecryptionSecrets | NameResolution) and self.file_format == "pcapng":
             self._pending.append(self._pcapng.event(source, event))
@@ -311,6 +327,10 @@ class _Merge:
         try:
             if isinstance(source, FileSource):
                 await self._file(index, source)
+            elif source.socket_path is not None:
+                connector = aiohttp.UnixConnector(path=source.socket_path)
+                async with aiohttp.ClientSession(connector=connector, auto_decompress=False) as own:
+                    await self._url(index, source, own)
             else:
                 assert session is not None
                 await self._url(index, source, session)
@@ -370,7 +390,11 @@ class _Merge:
                         break
                     self._feed(index, decoder, chunk)
             except aiohttp.ClientPayloadError as exc:
-                raise _StreamFailed(f"stream dropped mid-stream: {_describe(exc)}") from None
+                # aiohttp words this as a transfer-encoding error "400"; what
+                # happened is that the worker or the path went away.
+                raise _StreamFailed(
+                    "stream dropped: the connection closed before the end of the stream"
+                ) from exc
             self._close(index, decoder)
 
     async def _file(self, index: int, source: FileSource) -> None:
@@ -492,6 +516,8 @@ class _Merge:
                 except _OutputClosed:
                     self.output_closed = True
                     break
+            for status in self.status:
+                status.stopped = not status.done and status.error is None
             for task in [*tasks, stopper]:
                 task.cancel()
             await asyncio.gather(*tasks, stopper, return_exceptions=True)
@@ -695,7 +721,8 @@ def merge(
         stream: BinaryIO = os.fdopen(fd, "wb")
     else:
         stream = stdout if stdout is not None else sys.stdout.buffer
-    output = _Output(options.file_format, labels, stream)
+    interface_names = [s.interface if isinstance(s, UrlSource) else None for s in options.sources]
+    output = _Output(options.file_format, labels, stream, interface_names)
     run = _Merge(options, output, emit, clock)
     try:
         if all(isinstance(s, FileSource) for s in options.sources):

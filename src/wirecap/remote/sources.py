@@ -9,14 +9,16 @@ with port 8475 (the worker's default) when none is given, and path
 ``http://host`` reached the wrong port or the worker's 404 page). The query
 string goes to the worker unchanged. Credentials become HTTP basic auth; they
 are kept out of `display` and `repr`, so nothing that is logged contains them.
-Anything without a scheme is a pcap/pcapng file path (checked when opened).
+``unix:PATH[?query]`` is a worker on a Unix socket (``wirecap worker --listen
+unix:PATH``), asked for ``/capture`` with the query. Anything else without a
+scheme is a pcap/pcapng file path (checked when opened).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import PurePath
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from wirecap.errors import OptionError
 
@@ -57,6 +59,8 @@ class UrlSource:
     query: str = ""
     username: str | None = field(default=None, repr=False)
     password: str | None = field(default=None, repr=False)
+    #: A worker on a Unix socket: connect there (host and port are then unused).
+    socket_path: str | None = None
 
     @property
     def url(self) -> str:
@@ -68,13 +72,24 @@ class UrlSource:
     @property
     def display(self) -> str:
         """What error and status lines name the worker by: `url` (no credentials)."""
+        if self.socket_path is not None:
+            query = f"?{self.query}" if self.query else ""
+            return f"unix:{self.socket_path}{query}"
         return self.url
 
     @property
     def label(self) -> str:
         """The worker's host (and port when not the default): names its interfaces."""
+        if self.socket_path is not None:
+            return f"unix:{PurePath(self.socket_path).name}"
         host = f"[{self.host}]" if ":" in self.host else self.host
         return host if self.port == DEFAULT_PORT else f"{host}:{self.port}"
+
+    @property
+    def interface(self) -> str:
+        """The interface the worker is asked to capture on (its default: ``any``)."""
+        values = parse_qs(self.query).get("interface")
+        return values[-1] if values and values[-1] else "any"
 
 
 Source = FileSource | UrlSource
@@ -90,6 +105,11 @@ def parse_source(text: str) -> Source:
     """
     if not text:
         raise OptionError("empty SOURCE: give a capture file or a worker URL")
+    if text.startswith("unix:") and "://" not in text:
+        path, _, query = text[len("unix:") :].partition("?")
+        if not path.startswith("/"):
+            raise OptionError(f"unix socket SOURCE {text!r}: give an absolute path (unix:/run/...)")
+        return UrlSource(scheme="http", host="localhost", port=80, query=query, socket_path=path)
     if "://" not in text:
         return FileSource(PurePath(text))
     scheme = text.split("://", 1)[0].lower()

@@ -335,10 +335,18 @@ async def _stream(
             await asyncio.sleep(HEARTBEAT_S)
             if output.bytes_sent == 0 or time.monotonic() - last_write < HEARTBEAT_S * 0.9:
                 continue  # the IDB is not out yet, or packets are flowing
+            # The promise ("nothing older will follow") is about this moment:
+            # take the time first, then push out what the ring already holds.
+            # If that was anything, packets are on their way and the beat waits
+            # (an event loop that stalled must not let a beat overtake them).
+            promised = config.clock() - HEARTBEAT_LAG_NS
+            capture.dispatch_now()
+            if output.buffered_bytes:
+                continue
             stats = capture.stats()
             isb = InterfaceStatistics(
                 interface_id=0,
-                ts_ns=config.clock() - HEARTBEAT_LAG_NS,
+                ts_ns=promised,
                 received=stats.received_by_kernel,
                 dropped=stats.dropped_by_kernel + stats.dropped_by_output,
             )

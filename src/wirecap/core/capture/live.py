@@ -163,6 +163,16 @@ class LiveCapture:
             raise CaptureError("capture not started")
         return self._handle
 
+    def dispatch_now(self) -> None:
+        """Hand whatever libpcap holds to the output now, without waiting to be woken.
+
+        For a caller about to promise something about what was captured up
+        to now (a stream's heartbeat): packets already in the ring are in
+        the output when this returns. Failures go where the event-driven
+        dispatch sends them (`wait()` / `stop()`).
+        """
+        self._on_readable()
+
     def _on_readable(self) -> None:
         try:
             self._dispatch()

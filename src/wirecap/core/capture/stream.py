@@ -39,6 +39,11 @@ class StreamOutput:
         #: Bytes handed to the consumer so far.
         self.bytes_sent = 0
 
+    @property
+    def buffered_bytes(self) -> int:
+        """Bytes queued or being written: 0 when everything captured has been delivered."""
+        return self._buffered
+
     def open(self, handle: PcapHandle) -> MemoryDumper:
         self._dumper = MemoryDumper(handle)
         # The file header is never dropped: without it nothing after it can be read.
