@@ -12,7 +12,7 @@ BIN := $(VENV)/bin
 DEB_RUN := libpcap0.8 tcpdump iproute2 nftables curl openssl ca-certificates python3 python3-venv \
 	gcc libc6-dev python3-dev
 DEB_TEST := tshark chromium influxdb prometheus conntrack
-DEB_BENCH := socat
+DEB_BENCH := socat wireshark-common
 
 .PHONY: run test check lint typecheck unit bench clean system-deps system-deps-test
 
@@ -30,6 +30,10 @@ bench: system-deps-test $(VENV)/.installed-test
 	$(BIN)/python bench/proxy.py
 	$(BIN)/python bench/analyze.py
 	$(BIN)/python bench/merge.py
+	@# bench/session.py compares with capture-packets 0.1.2; --no-deps: its stale
+	@# cryptography<37 pin would downgrade the one scapy's TLS layer uses.
+	@$(BIN)/pip install -q --no-deps capture-packets==0.1.2
+	$(BIN)/python bench/session.py
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .mypy_cache .ruff_cache .pytest_cache .hypothesis

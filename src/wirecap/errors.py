@@ -10,7 +10,9 @@
     │   └── CredentialsFileError password file unsafe, unreadable or not UTF-8
     ├── SystemSetupError         the machine lacks something (exit 3)
     │   ├── LibpcapMissingError  libpcap shared library not found
-    │   └── PermissionDeniedError capture needs CAP_NET_RAW / root
+    │   ├── PermissionDeniedError capture needs CAP_NET_RAW / root
+    │   ├── EnforcementError     nftables cannot be reached or refused a command
+    │   └── ExtraMissingError    an optional dependency (a pip extra) is missing or too old
     ├── CaptureError             a running capture failed (exit 4)
     │   └── CaptureWriteError    the output could not be written (disk full, I/O error)
     ├── MailError                a message could not be handed to the mail system
@@ -31,6 +33,8 @@ __all__ = [
     "CaptureWriteError",
     "CredentialsFileError",
     "DecodeError",
+    "EnforcementError",
+    "ExtraMissingError",
     "FormatError",
     "LibpcapMissingError",
     "LimitExceededError",
@@ -87,6 +91,15 @@ class LibpcapMissingError(SystemSetupError):
 
 class PermissionDeniedError(SystemSetupError):
     """Capturing needs CAP_NET_RAW and CAP_NET_ADMIN (usually: run as root)."""
+
+
+class EnforcementError(SystemSetupError):
+    """nftables (libnftables or the nft command) is missing or refused a command;
+    the message carries nft's own text."""
+
+
+class ExtraMissingError(SystemSetupError):
+    """An optional dependency is missing or too old; the message names the pip extra."""
 
 
 class CaptureError(WirecapError):

@@ -30,6 +30,7 @@ COMMANDS: dict[str, str] = {
     "analyze": "wirecap.cli.analyze",
     "worker": "wirecap.cli.worker",
     "merge": "wirecap.cli.merge",
+    "session": "wirecap.cli.session",
 }
 
 _DESCRIPTION = """\
