@@ -267,7 +267,10 @@ def test_slow_client_loses_whole_batches_counted_never_torn_and_others_unaffecte
         f"in {runs} runs, {missing} dropped"
     )
     assert 0 < len(flood) < _BURSTS * _BURST // 2  # it was slow, and it did get some
-    assert runs >= 2  # drops happened between delivered batches
+    # Drops happened. Usually between delivered batches (several runs); on a busy
+    # machine the reader may get one run and lose everything after it: both are
+    # whole-batch drops, which is what matters.
+    assert missing > 0 and runs >= 1
     # Every missing record is counted (the fast client dropped none), live and at the end.
     assert _metric(result["live_metrics"], "wirecap_worker_dropped_records_total") == missing
     assert _metric(result["final_metrics"], "wirecap_worker_dropped_records_total") == missing

@@ -38,7 +38,13 @@ from wirecap.core.formats.pcap import (
 )
 from wirecap.core.formats.pcapng import PcapngEncoder
 from wirecap.core.formats.reader import read_file
-from wirecap.core.formats.record_merge import PcapFile, RecordMerge, SourceFailed
+from wirecap.core.formats.record_merge import (
+    MAX_SOURCES,
+    NATIVE,
+    PcapFile,
+    RecordMerge,
+    SourceFailed,
+)
 from wirecap.core.formats.records import (
     DEFAULT_SNAPLEN,
     DecryptionSecrets,
@@ -732,7 +738,7 @@ def merge(
                 for signum in (signal.SIGINT, signal.SIGTERM)
             }
             try:
-                if _all_pcap(files):
+                if NATIVE and len(files) <= MAX_SOURCES and _all_pcap(files):
                     _merge_pcap_files(run, files)
                 else:
                     _merge_files(run, files)

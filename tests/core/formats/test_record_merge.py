@@ -5,7 +5,6 @@ from __future__ import annotations
 import mmap
 from pathlib import Path
 
-import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -13,8 +12,14 @@ from hypothesis import strategies as st
 from wirecap.core.formats.decoder import CaptureDecoder
 from wirecap.core.formats.merge import merge_packets
 from wirecap.core.formats.pcap import MAX_CAPLEN, PcapEncoder, decode_file_header
-from wirecap.core.formats.record_merge import PcapFile, RecordMerge, SourceFailed, SourceStats
-from wirecap.core.formats.record_scan import NATIVE, gather, scan_offsets
+from wirecap.core.formats.record_merge import (
+    MAX_SOURCES,
+    NATIVE,
+    PcapFile,
+    RecordMerge,
+    SourceFailed,
+    SourceStats,
+)
 from wirecap.core.formats.records import Interface, Packet, SectionStart
 from wirecap.errors import DecodeError, LimitExceededError, TruncatedError
 
@@ -60,14 +65,13 @@ def _prefix(data: bytes) -> list[Packet]:
 
 
 def _merge(
-    files: list[bytes], output: str, block: int, native: bool = NATIVE
+    files: list[bytes], output: str, block: int
 ) -> tuple[bytes, list[SourceFailed], list[SourceStats]]:
     merge = RecordMerge(
         [PcapFile(data, decode_file_header(data)) for data in files],
         output=output,  # type: ignore[arg-type]
         interfaces=[Interface(1, name=f"s{i}") for i in range(len(files))],
         block_records=block,
-        native=native,
     )
     chunks: list[bytes | bytearray] = []
     failures: list[SourceFailed] = []
@@ -94,13 +98,11 @@ damage_st = st.sampled_from(["none", "none", "cut", "cut-header", "huge"])
     ),
     output=st.sampled_from(["pcap", "pcapng"]),
     block=st.integers(1, 9),
-    native=st.sampled_from(sorted({False, NATIVE})),
 )
 def test_same_packets_and_order_as_the_decoding_merge(
     sources: list[tuple[list[tuple[int, int]], bool, str, str]],
     output: str,
     block: int,
-    native: bool,
 ) -> None:
     files: list[bytes] = []
     for index, (steps, nanosecond, order, damage) in enumerate(sources):
@@ -122,7 +124,7 @@ def test_same_packets_and_order_as_the_decoding_merge(
             )
         files.append(data)
     expected = [p for _, p in merge_packets([_prefix(data) for data in files])]
-    merged, failures, stats = _merge(files, output, block, native)
+    merged, failures, stats = _merge(files, output, block)
     got, others = _decode(merged)
     assert [(p.ts_ns, p.data, p.orig_len) for p in got] == [
         (p.ts_ns, p.data, p.orig_len) for p in expected
@@ -197,41 +199,34 @@ def test_refuses_what_it_cannot_write() -> None:
 
 
 def test_the_c_loops_are_built() -> None:
-    """`make test` installs the project with its C loops; the Python ones are the fallback."""
+    """`make test` installs the project with its C loops (the decoding merge is the fallback)."""
     assert NATIVE
 
 
 @given(
-    data=st.binary(max_size=300),
-    start=st.integers(0, 40),
-    limit=st.integers(1, 20),
-    big_endian=st.booleans(),
+    body=st.binary(max_size=400),
+    order=st.sampled_from("<>"),
+    nanosecond=st.booleans(),
+    block=st.integers(1, 5),
 )
-def test_scan_garbage_same_in_c_and_python(
-    data: bytes, start: int, limit: int, big_endian: bool
+def test_garbage_records_same_as_the_decoder_and_never_out_of_bounds(
+    body: bytes, order: str, nanosecond: bool, block: int
 ) -> None:
-    """Any bytes at all: both scanners agree and never point outside the buffer."""
-    python = scan_offsets(data, start, big_endian=big_endian, limit=limit, native=False)
-    c = scan_offsets(data, start, big_endian=big_endian, limit=limit, native=NATIVE)
-    assert python[0].tolist() == c[0].tolist() and python[1] == c[1]
-    for offset in python[0].tolist():
-        caplen = int.from_bytes(data[offset + 8 : offset + 12], "big" if big_endian else "little")
-        assert offset + 16 + caplen <= len(data)
+    """Any bytes after a valid file header: the same packets as the decoder, one failure
+    at most, and never a read outside the file (the C loop checks every length)."""
+    data = _encode([], nanosecond=nanosecond, order=order) + body
+    merged, failures, stats = _merge([data, data], "pcapng", block)
+    got, _ = _decode(merged)
+    expected = [p for _, p in merge_packets([_prefix(data), _prefix(data)])]
+    assert [(p.ts_ns, p.data, p.orig_len) for p in got] == [
+        (p.ts_ns, p.data, p.orig_len) for p in expected
+    ]
+    assert len({f.source for f in failures}) == len(failures) <= 2
+    assert stats[0].packets == len(_prefix(data))
 
 
-@given(
-    ranges=st.lists(
-        st.tuples(st.integers(0, 2), st.integers(0, 20), st.integers(0, 20)), max_size=30
-    )
-)
-def test_gather_same_in_c_and_python(ranges: list[tuple[int, int, int]]) -> None:
-    buffers = [bytes(range(20)), bytes(range(100, 120)), b"z" * 20]
-    fitting = [(w, s, min(n, 20 - s)) for w, s, n in ranges]
-    which, start, length = (
-        (np.array(column, dtype=np.int64).reshape(-1) for column in zip(*fitting, strict=True))
-        if fitting
-        else (np.zeros(0, np.int64),) * 3
-    )
-    expected = b"".join(buffers[w][s : s + n] for w, s, n in fitting)
-    assert bytes(gather(buffers, which, start, length, native=False)) == expected
-    assert bytes(gather(buffers, which, start, length, native=NATIVE)) == expected
+def test_more_files_than_the_c_merge_takes_are_refused() -> None:
+    data = _encode([], nanosecond=True, order="<")
+    files = [PcapFile(data, decode_file_header(data))] * (MAX_SOURCES + 1)
+    with pytest.raises(ValueError, match=f"at most {MAX_SOURCES}"):
+        RecordMerge(files, output="pcap")

@@ -1,27 +1,21 @@
 """Merging whole pcap files by copying record bytes: the fast path of `wirecap merge`.
 
-`merge_packets` decodes every record into a `Packet` and the writer encodes it
-again, about 2 µs of Python per packet. When every source is a classic pcap
-file (draft-ietf-opsawg-pcap §4, §5), the merge needs far less:
-
-1. *Scan*: walk each file's record headers to find where records start. This is
-   the only step with Python per record (one `unpack_from` and one append).
-2. *Order*: timestamps, lengths and merge order are computed with numpy over a
-   block of records at a time: the merge is a stable sort of the blocks'
-   keys, cut at a *cutoff* that no unscanned record can undercut.
-3. *Copy*: records go out as slices of the input. pcap output copies a run of
-   consecutive records of one file in one slice when the file's header format
-   matches the output's; pcapng output packs each EPB head (§4.3 of
-   draft-ietf-opsawg-pcapng) together with the previous EPB's padding and
-   trailing length into one row of a numpy table, so a record costs two
-   slices (head, packet bytes).
+The decoding merge (`merge_packets` + an encoder) turns every record into a
+`Packet` and back, about 2 µs of Python per packet. When every source is a
+classic pcap file (draft-ietf-opsawg-pcap §4, §5), a merge needs far less:
+find where each record starts, read its timestamp and lengths, and copy its
+bytes behind a new header. Those per-record loops are C (`_native`, built by
+cffi at install from `_native_build.py`); this module decides everything else
+(which records may go out, errors, file and interface headers). `NATIVE` says
+whether the C loops are built; without them `wirecap merge` uses the decoding
+merge, which gives the same output.
 
 Ordering is exactly `merge_packets`': by timestamp, ties lower source index
 first, then each source's own order; a source out of order in itself is never
 reordered. The sort key of a record is the running maximum of its source's
 timestamps (a heap merge treats a record older than its predecessor as if it
-had its predecessor's time), which sorts each source and keeps it in its own
-order, so a stable sort of the concatenated keys *is* the heap merge.
+had its predecessor's time), so every source is sorted by key and a merge by
+key, ties by source, *is* the heap merge.
 
 Blocks: each round scans up to `block_records` records per source. The cutoff
 is the smallest last key among sources whose file is not fully scanned; every
@@ -30,19 +24,21 @@ its last key) and is written; the rest waits. Equal keys at the cutoff wait
 too, so ties across a block boundary keep the tie rule; if nothing is below the
 cutoff (a block of one timestamp), the sources holding it scan further.
 
-Pure: buffers in (bytes or mmap), bytes and events out. Memory is the blocks
-being merged, whatever the files' sizes.
+Pure: buffers in (bytes or an mmap of the file), bytes and events out. Memory
+is the blocks being merged, whatever the files' sizes.
 """
 
 from __future__ import annotations
 
+import importlib
+import mmap
 import struct
+from array import array
+from bisect import bisect_left
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Literal, NamedTuple
-
-import numpy as np
-import numpy.typing as npt
+from types import ModuleType
+from typing import Any, Literal, NamedTuple
 
 from wirecap.core.formats.pcap import (
     FILE_HEADER_LEN,
@@ -51,41 +47,49 @@ from wirecap.core.formats.pcap import (
     PcapEncoder,
     PcapHeader,
 )
-from wirecap.core.formats.pcapng import BLOCK_EPB, PcapngEncoder
-from wirecap.core.formats.record_scan import NATIVE, Buffer, gather, scan_offsets
+from wirecap.core.formats.pcapng import PcapngEncoder
 from wirecap.core.formats.records import DEFAULT_SNAPLEN, Interface
 from wirecap.errors import DecodeError, LimitExceededError, TruncatedError
 
 __all__ = [
     "DEFAULT_BLOCK_RECORDS",
+    "MAX_SOURCES",
+    "NATIVE",
+    "Buffer",
     "PcapFile",
     "RecordMerge",
     "SourceFailed",
     "SourceStats",
 ]
 
-#: Records scanned per source per round. Large enough that numpy's per-call
-#: cost vanishes; small enough that a round's tables and output (a few MiB)
-#: come from memory the allocator reuses: with 65,536 every round mapped fresh
-#: pages, and page faults tripled the system time of a merge.
+_native: ModuleType | None
+try:
+    _native = importlib.import_module("wirecap.core.formats._native")
+except ImportError:  # not built (no compiler at install): callers use the decoding merge
+    _native = None
+
+#: Whether the C loops are built, i.e. whether RecordMerge can run.
+NATIVE = _native is not None
+
+#: Records scanned per source per round: enough that the Python between two C
+#: calls is negligible, few enough that a round's tables and output (a few MiB)
+#: come from memory the allocator reuses (with 65,536 each round mapped fresh
+#: pages, and page faults tripled the system time of a merge).
 DEFAULT_BLOCK_RECORDS = 16_384
 
-Int64s = npt.NDArray[np.int64]
+#: Most files one RecordMerge takes: the C merge keeps a cursor per file on its
+#: stack. More files than this go through the decoding merge.
+MAX_SOURCES = 64
 
-_NS = 1_000_000_000
+#: What a source is read from: the file's bytes, or an mmap of it.
+Buffer = bytes | bytearray | mmap.mmap
+
 # §5: the captured length is the third 32-bit field of a record header.
 _CAPLEN_AT = 8
-_U32 = {"<": struct.Struct("<I"), ">": struct.Struct(">I")}
-# One pcapng output row: [pad word, previous total length | EPB head (7 words)].
-_ROW_WORDS = 9
-_ROW_BYTES = 4 * _ROW_WORDS
-# EPB fixed part: 28-byte head + 4-byte trailing total length.
-_EPB_FIXED = 32
-_EPB_TAILS = tuple(struct.Struct(f"<{pad}xI").pack for pad in range(4))
-_HEAD_BYTES = np.arange(RECORD_HEADER_LEN, dtype=np.int64)
-# Rows of a source's pending table.
-_KEY, _TS, _OFFSET, _CAPLEN, _ORIG_LEN = range(5)
-_COLUMNS = 5
+_U32 = {"<": struct.Struct("<I").unpack_from, ">": struct.Struct(">I").unpack_from}
+# Worst-case output bytes per record besides its packet bytes.
+_PCAPNG_OVERHEAD = 32 + 3  # EPB head and trailing length, plus padding
+_PCAP_OVERHEAD = RECORD_HEADER_LEN
 
 
 class PcapFile(NamedTuple):
@@ -111,115 +115,136 @@ class SourceStats:
     bytes: int
 
 
+class _Columns:
+    """Scanned records not written yet: parallel int64 arrays, consumed from `start`."""
+
+    __slots__ = ("caplen", "key", "offset", "orig_len", "start", "ts")
+
+    def __init__(self) -> None:
+        self.offset = array("q")
+        self.ts = array("q")
+        self.caplen = array("q")
+        self.orig_len = array("q")
+        self.key = array("q")
+        self.start = 0
+
+    def __len__(self) -> int:
+        return len(self.key) - self.start
+
+    def all(self) -> tuple[array[int], ...]:
+        return (self.offset, self.ts, self.caplen, self.orig_len, self.key)
+
+    def compact(self) -> None:
+        """Drop the written records, before appending more."""
+        if self.start:
+            for column in self.all():
+                del column[: self.start]
+            self.start = 0
+
+
 class _Source:
-    """Scan position and the scanned records not written yet."""
+    """One file: where scanning stands and the records scanned but not written."""
 
     __slots__ = (
-        "array",
-        "big_endian",
         "buffer",
         "bytes",
-        "caplen_at",
         "columns",
         "done",
         "error",
         "header",
         "last_key",
-        "native",
         "packets",
         "pos",
         "size",
-        "words",
     )
 
-    def __init__(self, file: PcapFile, native: bool) -> None:
-        self.native = native
-        self.big_endian = file.header.byte_order == ">"
+    def __init__(self, file: PcapFile) -> None:
         self.buffer = file.buffer
         self.header = file.header
-        # A view, not a copy: record headers are gathered from it with numpy.
-        self.array = np.frombuffer(file.buffer, dtype=np.uint8)
         self.size = len(file.buffer)
         self.pos = FILE_HEADER_LEN
         self.done = self.size <= FILE_HEADER_LEN
         self.error: DecodeError | None = None
-        self.caplen_at = _U32[file.header.byte_order].unpack_from
-        self.words = np.dtype(file.header.byte_order + "u4")
-        #: Pending records, one row each: key, ts, offset, caplen, orig_len.
-        self.columns: Int64s = np.empty((_COLUMNS, 0), dtype=np.int64)
+        self.columns = _Columns()
         self.last_key = -1
         self.packets = 0
         self.bytes = 0
 
-    @property
-    def pending(self) -> int:
-        return int(self.columns.shape[1])
-
     def scan(self, limit: int) -> None:
-        """Scan up to `limit` more records and append them to the pending columns."""
-        offset, pos = scan_offsets(
-            self.buffer, self.pos, big_endian=self.big_endian, limit=limit, native=self.native
+        """Scan up to `limit` more records onto the pending columns."""
+        assert _native is not None
+        ffi: Any = _native.ffi
+        columns = self.columns
+        columns.compact()
+        have = len(columns.key)
+        for column in columns.all():
+            column.frombytes(bytes(8 * limit))  # room for `limit` more, trimmed below
+        stop = ffi.new("int64_t *")
+        pointers = [ffi.from_buffer("int64_t[]", c, require_writable=True) for c in columns.all()]
+        source = ffi.from_buffer("uint8_t[]", self.buffer)
+        count = _native.lib.wc_scan_pcap(
+            source,
+            self.size,
+            self.pos,
+            int(self.header.byte_order == ">"),
+            self.header.fraction_ns,
+            limit,
+            MAX_CAPLEN,
+            self.last_key,
+            *(pointer + have for pointer in pointers),
+            stop,
         )
-        self.pos = pos
-        self._classify_stop(pos)
-        if not len(offset):
-            return
-        # (sec, fraction, caplen, orig_len) of every record, gathered at once.
-        heads = self.array[offset[:, None] + _HEAD_BYTES]
-        fields = heads.view(self.words).astype(np.int64)
-        ts = fields[:, 0] * _NS + fields[:, 1] * self.header.fraction_ns
-        key = np.maximum.accumulate(np.maximum(ts, self.last_key))
-        self.last_key = int(key[-1])
-        scanned = np.stack((key, ts, offset, fields[:, 2], fields[:, 3]))
-        self.columns = np.concatenate((self.columns, scanned), axis=1)
+        # Views pin their buffers (an array cannot resize, an mmap cannot close).
+        for view in (*pointers, source):
+            ffi.release(view)
+        for column in columns.all():
+            del column[have + count :]
+        if count:
+            self.last_key = columns.key[-1]
+        self.pos = int(stop[0])
+        if count < limit:
+            self._stopped_at(self.pos)
 
-    def _classify_stop(self, pos: int) -> None:
-        """Where scanning stopped: the end, damage (done, with the error), or more to come."""
+    def _stopped_at(self, pos: int) -> None:
+        """Scanning ended early at `pos`: the end of the file, or damage (with its error)."""
+        self.done = True
         size = self.size
         if pos > size - RECORD_HEADER_LEN:
-            self.done = True
             if pos < size:
                 self.error = TruncatedError(
                     f"pcap stream ended inside a record ({size - pos} bytes left)"
                 )
             return
-        (caplen,) = self.caplen_at(self.buffer, pos + _CAPLEN_AT)
+        (caplen,) = _U32[self.header.byte_order](self.buffer, pos + _CAPLEN_AT)
         if caplen > MAX_CAPLEN:
-            self.done = True
             self.error = LimitExceededError(
                 f"pcap record claims {caplen} captured bytes, more than MAX_CAPLEN {MAX_CAPLEN}"
             )
-        elif pos + RECORD_HEADER_LEN + caplen > size:
-            self.done = True
+        else:
             self.error = TruncatedError(
                 f"pcap stream ended inside a record ({size - pos} bytes left)"
             )
-
-    def take(self, count: int) -> Int64s:
-        """Remove and return the columns of the first `count` pending records."""
-        taken = self.columns[:, :count]
-        self.columns = self.columns[:, count:]
-        self.packets += count
-        self.bytes += int(taken[_CAPLEN].sum())
-        return taken
 
 
 class RecordMerge:
     """Merge pcap files into one pcap or pcapng stream, copying record bytes.
 
-    Iterate to get the output: `bytes` chunks to write in order, and a
+    Iterate to get the output: byte chunks to write in order, and a
     `SourceFailed` where a source's damage was reached (its earlier records
     are in the output before it, as the decoding merge would have written
     them). `stats` counts what each source has had written so far.
 
     Args:
-        files: the sources, in tie-break order.
-        output: "pcap" (every source must share one link type: the caller checks)
-            or "pcapng" (one IDB per source that has a record).
+        files: the sources, in tie-break order (at most MAX_SOURCES).
+        output: "pcap" (every source must share one link type) or "pcapng"
+            (one IDB per source that has a record, in source order).
         interfaces: for pcapng, the IDB of each source (name, description).
         snaplen: the pcap output's announced snapshot length.
         block_records: records scanned per source per round.
-        native: use the C loops of `record_scan` (when built; tests turn them off).
+
+    Raises:
+        RuntimeError: the C loops are not built (`NATIVE` is False).
+        ValueError: arguments the output cannot honour.
     """
 
     def __init__(
@@ -231,10 +256,13 @@ class RecordMerge:
         snaplen: int = DEFAULT_SNAPLEN,
         user_application: str | None = "wirecap",
         block_records: int = DEFAULT_BLOCK_RECORDS,
-        native: bool = NATIVE,
     ) -> None:
+        if _native is None:
+            raise RuntimeError("the record merge's C loops are not built")
         if block_records < 1:
             raise ValueError("block_records must be at least 1")
+        if len(files) > MAX_SOURCES:
+            raise ValueError(f"at most {MAX_SOURCES} files")
         if output == "pcapng" and (interfaces is None or len(interfaces) != len(files)):
             raise ValueError("pcapng output needs one Interface per file")
         if output == "pcap" and len({f.header.linktype for f in files}) > 1:
@@ -244,15 +272,13 @@ class RecordMerge:
         self.snaplen = snaplen
         self.user_application = user_application
         self.block_records = block_records
-        self.native = native
-        self._sources = [_Source(f, native) for f in files]
+        self._sources = [_Source(f) for f in files]
         # pcap output: nanoseconds unless every source counts microseconds, so
-        # nothing is lost and a matching file's records are copied unchanged.
+        # no timestamp loses precision.
         self.nanosecond = any(f.header.nanosecond for f in files)
-        # pcapng output: interface id per source, given in source order to
-        # sources with a record; the previous EPB's (pad, total) still to write.
-        self._interface_ids: dict[int, int] = {}
-        self._tail: tuple[int, int] | None = None
+        # pcapng output: interface id per source, in source order among the
+        # sources with a record.
+        self._interface_ids = [0] * len(files)
 
     @property
     def stats(self) -> list[SourceStats]:
@@ -261,42 +287,40 @@ class RecordMerge:
 
     def __iter__(self) -> Iterator[bytes | bytearray | SourceFailed]:
         sources = self._sources
+        block = self.block_records
         for source in sources:
             if not source.done:
-                source.scan(self.block_records)
+                source.scan(block)
         yield self._file_start()
         reported: set[int] = set()
         while True:
             for index, source in enumerate(sources):
-                if not source.done and source.pending < self.block_records:
-                    source.scan(self.block_records)
-                if source.done and not source.pending and index not in reported:
+                if not source.done and len(source.columns) < block:
+                    source.scan(block)
+                if source.done and not source.columns and index not in reported:
                     reported.add(index)
                     if source.error is not None:
                         yield SourceFailed(index, source.error)
             open_ = [s for s in sources if not s.done]
-            if not open_ and all(not s.pending for s in sources):
+            if not open_ and not any(s.columns for s in sources):
                 break
             if open_:
                 cutoff = min(s.last_key for s in open_)
                 counts = [
-                    int(np.searchsorted(s.columns[_KEY], cutoff, side="left")) for s in sources
+                    bisect_left(s.columns.key, cutoff, s.columns.start) - s.columns.start
+                    for s in sources
                 ]
                 if not any(counts):
                     # Only records at the cutoff are pending: scan past it.
                     for source in open_:
                         if source.last_key == cutoff:
-                            source.scan(max(source.pending, self.block_records))
+                            source.scan(max(len(source.columns), block))
                     continue
             else:
-                counts = [s.pending for s in sources]
+                counts = [len(s.columns) for s in sources]
             chunk = self._round(counts)
             if chunk:
                 yield chunk
-        tail = self._tail
-        if tail is not None:
-            self._tail = None
-            yield _EPB_TAILS[tail[0]](tail[1])
 
     def _file_start(self) -> bytes:
         if self.output == "pcap":
@@ -305,100 +329,60 @@ class RecordMerge:
             return PcapEncoder(interface, nanosecond=self.nanosecond).header()
         encoder = PcapngEncoder("<")
         parts = [encoder.section_header(user_application=self.user_application)]
+        written = 0
         for index, source in enumerate(self._sources):
-            if source.pending:
-                self._interface_ids[index] = len(self._interface_ids)
+            if source.columns:
+                self._interface_ids[index] = written
+                written += 1
                 parts.append(encoder.interface(self.interfaces[index]))
         return b"".join(parts)
 
-    def _round(self, counts: Sequence[int]) -> bytes | bytearray:
-        """Write the first counts[i] pending records of each source, merged."""
-        tables, origins = [], []
-        for index, (source, count) in enumerate(zip(self._sources, counts, strict=True)):
-            if count:
-                tables.append(source.take(count))
-                origins.append(np.full(count, index, dtype=np.int64))
-        if not tables:
-            return b""
-        table = np.concatenate(tables, axis=1)
-        order = np.argsort(table[_KEY], kind="stable")
-        table = table[:, order]
-        origin = np.concatenate(origins)[order]
-        ts, offset, caplen, orig_len = table[_TS], table[_OFFSET], table[_CAPLEN], table[_ORIG_LEN]
-        if self.output == "pcapng":
-            return self._pcapng(ts, offset, origin, caplen, orig_len)
-        return self._pcap(ts, offset, origin, caplen, orig_len)
-
-    def _pcap(
-        self, ts: Int64s, offset: Int64s, origin: Int64s, caplen: Int64s, orig_len: Int64s
-    ) -> bytes | bytearray:
-        buffers = [s.buffer for s in self._sources]
-        verbatim = all(
-            s.header.byte_order == "<" and s.header.nanosecond == self.nanosecond
-            for s in self._sources
+    def _round(self, counts: Sequence[int]) -> bytearray:
+        """Merge and write the next counts[i] pending records of each source."""
+        assert _native is not None
+        ffi: Any = _native.ffi
+        sources = self._sources
+        pcapng = self.output == "pcapng"
+        overhead = _PCAPNG_OVERHEAD if pcapng else _PCAP_OVERHEAD
+        # Worst case: every record's bytes plus its header (and padding).
+        size = sum(
+            sum(s.columns.caplen[s.columns.start : s.columns.start + n]) + overhead * n
+            for s, n in zip(sources, counts, strict=True)
         )
-        if verbatim:
-            # Records adjacent in one file go out as one range.
-            end = offset + RECORD_HEADER_LEN + caplen
-            breaks = np.flatnonzero((origin[1:] != origin[:-1]) | (offset[1:] != end[:-1])) + 1
-            starts = np.concatenate(([0], breaks))
-            stops = np.concatenate((breaks, [len(offset)])) - 1
-            first = offset[starts]
-            return gather(buffers, origin[starts], first, end[stops] - first, native=self.native)
-        divisor = 1 if self.nanosecond else 1000
-        sec, frac = np.divmod(ts, _NS)
-        heads = np.stack((sec, frac // divisor, caplen, orig_len), axis=1).astype("<u4").tobytes()
-        count = len(ts)
-        # Ranges: record i's new header from `heads` (buffer 0), then its bytes.
-        which = np.empty(2 * count, dtype=np.int64)
-        which[0::2] = 0
-        which[1::2] = origin + 1
-        start = np.empty(2 * count, dtype=np.int64)
-        start[0::2] = np.arange(count, dtype=np.int64) * RECORD_HEADER_LEN
-        start[1::2] = offset + RECORD_HEADER_LEN
-        length = np.empty(2 * count, dtype=np.int64)
-        length[0::2] = RECORD_HEADER_LEN
-        length[1::2] = caplen
-        return gather([heads, *buffers], which, start, length, native=self.native)
+        out = bytearray(size)
+        keep: list[Any] = []  # cdata views must outlive the call
 
-    def _pcapng(
-        self, ts: Int64s, offset: Int64s, origin: Int64s, caplen: Int64s, orig_len: Int64s
-    ) -> bytes | bytearray:
-        count = len(ts)
-        pad = -caplen & 3
-        total = _EPB_FIXED + caplen + pad
-        ids = np.zeros(len(self._sources), dtype=np.int64)
-        for index, output_id in self._interface_ids.items():
-            ids[index] = output_id
-        rows = np.zeros((count, _ROW_WORDS), dtype="<u4")
-        # Word 0 stays zero: the previous EPB's padding is taken from its end.
-        rows[1:, 1] = total[:-1]
-        rows[:, 2] = BLOCK_EPB
-        rows[:, 3] = total
-        rows[:, 4] = ids[origin]
-        rows[:, 5] = ts >> 32
-        rows[:, 6] = ts & 0xFFFFFFFF
-        rows[:, 7] = caplen
-        rows[:, 8] = orig_len
-        row_start = np.arange(count, dtype=np.int64) * _ROW_BYTES
-        head_start = row_start + 4
-        head_start[1:] -= pad[:-1]
-        if self._tail is not None:
-            previous_pad, previous_total = self._tail
-            rows[0, 1] = previous_total
-            head_start[0] = 4 - previous_pad
-        else:
-            head_start[0] = 2 * 4  # no previous EPB: start at the head
-        self._tail = (int(pad[-1]), int(total[-1]))
-        # Ranges: EPB i's head (with EPB i-1's tail) from `rows` (buffer 0), then its bytes.
-        which = np.empty(2 * count, dtype=np.int64)
-        which[0::2] = 0
-        which[1::2] = origin + 1
-        start = np.empty(2 * count, dtype=np.int64)
-        start[0::2] = head_start
-        start[1::2] = offset + RECORD_HEADER_LEN
-        length = np.empty(2 * count, dtype=np.int64)
-        length[0::2] = row_start + _ROW_BYTES - head_start
-        length[1::2] = caplen
-        buffers = [s.buffer for s in self._sources]
-        return gather([rows.tobytes(), *buffers], which, start, length, native=self.native)
+        def pointers(name: str) -> Any:
+            views = [ffi.from_buffer("int64_t[]", getattr(s.columns, name)) for s in sources]
+            keep.extend(views)
+            return ffi.new("int64_t *[]", views)
+
+        buffers = [ffi.from_buffer("uint8_t[]", s.buffer) for s in sources]
+        keep.extend(buffers)
+        target = ffi.from_buffer("uint8_t[]", out, require_writable=True)
+        keep.append(target)
+        data_bytes = ffi.new("int64_t[]", len(sources))
+        written = _native.lib.wc_merge_round(
+            target,
+            len(sources),
+            ffi.new("uint8_t *[]", buffers),
+            pointers("offset"),
+            pointers("ts"),
+            pointers("caplen"),
+            pointers("orig_len"),
+            pointers("key"),
+            ffi.new("int64_t[]", [s.columns.start for s in sources]),
+            ffi.new("int64_t[]", list(counts)),
+            ffi.new("uint32_t[]", self._interface_ids),
+            int(pcapng),
+            int(self.nanosecond),
+            data_bytes,
+        )
+        for view in keep:  # release the pins before anything is resized or closed
+            ffi.release(view)
+        for index, (source, count) in enumerate(zip(sources, counts, strict=True)):
+            source.columns.start += count
+            source.packets += count
+            source.bytes += int(data_bytes[index])
+        del out[written:]
+        return out
