@@ -31,6 +31,7 @@ COMMANDS: dict[str, str] = {
     "worker": "wirecap.cli.worker",
     "merge": "wirecap.cli.merge",
     "session": "wirecap.cli.session",
+    "flows": "wirecap.cli.flows",
 }
 
 _DESCRIPTION = """\
