@@ -31,6 +31,7 @@ bench: system-deps-test $(VENV)/.installed-test
 	$(BIN)/python bench/analyze.py
 	$(BIN)/python bench/merge.py
 	$(BIN)/python bench/flows.py
+	$(BIN)/python bench/guard.py
 	@# bench/session.py compares with capture-packets 0.1.2; --no-deps: its stale
 	@# cryptography<37 pin would downgrade the one scapy's TLS layer uses.
 	@$(BIN)/pip install -q --no-deps capture-packets==0.1.2

@@ -32,6 +32,7 @@ COMMANDS: dict[str, str] = {
     "merge": "wirecap.cli.merge",
     "session": "wirecap.cli.session",
     "flows": "wirecap.cli.flows",
+    "guard": "wirecap.cli.guard",
 }
 
 _DESCRIPTION = """\
