@@ -21,6 +21,7 @@ run: system-deps $(VENV)/.installed-run
 
 test: system-deps-test $(VENV)/.installed-test
 	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
 	$(BIN)/pytest -q
 

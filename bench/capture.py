@@ -108,8 +108,18 @@ def make_capturers(tcpdump: str, wirecap: str) -> list[Capturer]:
         def command(path: Path, port: int) -> list[str]:
             fmt = [] if file_format == "pcap" else ["--format", file_format]
             return [
-                wirecap, "record", "-i", "lo", "-q", *fmt, "-w", str(path),
-                "udp", "dst", "port", str(port),
+                wirecap,
+                "record",
+                "-i",
+                "lo",
+                "-q",
+                *fmt,
+                "-w",
+                str(path),
+                "udp",
+                "dst",
+                "port",
+                str(port),
             ]
 
         return command
@@ -118,7 +128,10 @@ def make_capturers(tcpdump: str, wirecap: str) -> list[Capturer]:
         Capturer("tcpdump", "tcpdump pcap", "pcap", "listening on", tcpdump_cmd),
         Capturer("wirecap", "wirecap pcap", "pcap", "wirecap: recording on", wirecap_cmd("pcap")),
         Capturer(
-            "wirecap-ng", "wirecap pcapng", "pcapng", "wirecap: recording on",
+            "wirecap-ng",
+            "wirecap pcapng",
+            "pcapng",
+            "wirecap: recording on",
             wirecap_cmd("pcapng"),
         ),
     ]
@@ -224,8 +237,10 @@ class Flood:
         self._seconds = seconds
         self._procs = [
             ctx.Process(
-                target=_sender, args=(port, seconds, self._go, self._abort, self._out),
-                name=f"flood-{i}", daemon=True,
+                target=_sender,
+                args=(port, seconds, self._go, self._abort, self._out),
+                name=f"flood-{i}",
+                daemon=True,
             )
             for i in range(senders)
         ]
@@ -428,7 +443,9 @@ def count_pcapng(path: Path) -> int:
         raise BenchError("neither capinfos nor tshark is installed to count a pcapng file")
     done = subprocess.run(
         [tshark, "-n", "-r", str(path), "-T", "fields", "-e", "frame.number"],
-        capture_output=True, text=True, check=False,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     if done.returncode != 0:
         raise BenchError(f"tshark failed on {path.name}: {done.stderr.strip()[-300:]}")
@@ -465,8 +482,13 @@ def run_once(
         argv = cap.command(path, port)
         try:
             proc = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE, text=True, errors="replace", start_new_session=True,
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                text=True,
+                errors="replace",
+                start_new_session=True,
             )
         except OSError as exc:
             raise BenchError(f"{cap.label} could not be started: {exc}") from exc
@@ -493,8 +515,7 @@ def run_once(
         time.sleep(args.drain)
         if proc.poll() is not None:
             raise BenchError(
-                f"{cap.label} exited (status {proc.returncode}) during the flood\n"
-                f"{watcher.tail()}"
+                f"{cap.label} exited (status {proc.returncode}) during the flood\n{watcher.tail()}"
             )
         end_ticks, result.extra_drain_s = wait_idle(proc.pid, MAX_EXTRA_DRAIN_S)
         end_ns = run_time_ns(proc.pid)
@@ -508,8 +529,9 @@ def run_once(
             status = proc.wait(timeout=STOP_TIMEOUT_S)
         except subprocess.TimeoutExpired as exc:
             stop_process(proc)
-            raise BenchError(f"{cap.label} did not stop within {STOP_TIMEOUT_S:.0f} s of "
-                             "SIGINT") from exc
+            raise BenchError(
+                f"{cap.label} did not stop within {STOP_TIMEOUT_S:.0f} s of SIGINT"
+            ) from exc
         watcher.join(timeout=10.0)
         stderr = "\n".join(watcher.lines)
         if status != 0:
@@ -617,8 +639,12 @@ def table_rows(caps: list[Capturer], ok: dict[str, list[RunResult]]) -> list[lis
 def print_text_table(header: list[str], rows: list[list[str]]) -> None:
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
     for row in [header, *rows]:
-        print("  ".join(c.ljust(w) if i == 0 else c.rjust(w)
-                        for i, (c, w) in enumerate(zip(row, widths, strict=True))))
+        print(
+            "  ".join(
+                c.ljust(w) if i == 0 else c.rjust(w)
+                for i, (c, w) in enumerate(zip(row, widths, strict=True))
+            )
+        )
 
 
 def print_markdown_table(header: list[str], rows: list[list[str]]) -> None:
@@ -647,16 +673,23 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description="Benchmark `wirecap record` against tcpdump on a loopback UDP flood.",
     )
-    parser.add_argument("--seconds", type=float, default=3.0,
-                        help="length of each flood (default: 3)")
-    parser.add_argument("--senders", type=int, default=1,
-                        help="sender processes per flood (default: 1)")
+    parser.add_argument(
+        "--seconds", type=float, default=3.0, help="length of each flood (default: 3)"
+    )
+    parser.add_argument(
+        "--senders", type=int, default=1, help="sender processes per flood (default: 1)"
+    )
     parser.add_argument("--rounds", type=int, default=3, help="rounds (default: 3)")
-    parser.add_argument("--drain", type=float, default=DEFAULT_DRAIN_S,
-                        help=f"wait after the flood before reading CPU and stopping, "
-                        f"at least {MIN_DRAIN_S} s (default: {DEFAULT_DRAIN_S})")
-    parser.add_argument("--markdown", action="store_true",
-                        help="also print the table as Markdown (for the README)")
+    parser.add_argument(
+        "--drain",
+        type=float,
+        default=DEFAULT_DRAIN_S,
+        help=f"wait after the flood before reading CPU and stopping, "
+        f"at least {MIN_DRAIN_S} s (default: {DEFAULT_DRAIN_S})",
+    )
+    parser.add_argument(
+        "--markdown", action="store_true", help="also print the table as Markdown (for the README)"
+    )
     args = parser.parse_args(argv)
     if args.seconds <= 0 or args.senders < 1 or args.rounds < 1:
         parser.error("--seconds must be positive, --senders and --rounds at least 1")
@@ -711,8 +744,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             shift = (rnd - 1) % len(caps)
             for cap in caps[shift:] + caps[:shift]:
                 if cap.key in broken:
-                    print(f"round {rnd}/{args.rounds}  {cap.label:<15} skipped: failed to "
-                          "start before")
+                    print(
+                        f"round {rnd}/{args.rounds}  {cap.label:<15} skipped: failed to "
+                        "start before"
+                    )
                     continue
                 result = run_once(cap, rnd, workdir, port, args)
                 results.append(result)
@@ -726,10 +761,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         receiver.close()
         shutil.rmtree(workdir, ignore_errors=True)
 
-    failures = [f"round {r.round} {by_key[r.capturer].label}: {p.splitlines()[0]}"
-                for r in results for p in r.problems]
-    failures += [f"{by_key[k].label}: failed to start, not run in later rounds"
-                 for k in sorted(broken)]
+    failures = [
+        f"round {r.round} {by_key[r.capturer].label}: {p.splitlines()[0]}"
+        for r in results
+        for p in r.problems
+    ]
+    failures += [
+        f"{by_key[k].label}: failed to start, not run in later rounds" for k in sorted(broken)
+    ]
     ok = {c.key: [r for r in results if r.capturer == c.key and not r.problems] for c in caps}
     return report(args, caps, ok, failures)
 
@@ -743,8 +782,10 @@ def report(
     header = ["capturer", *(name for name, _, _ in COLUMNS)]
     rows = table_rows(caps, ok)
     print()
-    print("medians over rounds, (min–max); CPU = utime+stime of the capturer from "
-          "/proc/PID/stat over the capture window (armed → flood end + drain)")
+    print(
+        "medians over rounds, (min–max); CPU = utime+stime of the capturer from "
+        "/proc/PID/stat over the capture window (armed → flood end + drain)"
+    )
     print_text_table(header, rows)
 
     tcp, wc, ng = ok["tcpdump"], ok["wirecap"], ok["wirecap-ng"]
@@ -761,23 +802,33 @@ def report(
         resolution += f" CPU ({tcp_window:.2f} s)"
     print(resolution + ". Lengthen the flood with --seconds for finer numbers.")
     if tcp_window is not None and tcp_window * CLK_TCK < 50:
-        print("WARNING: tcpdump's window CPU is under 50 ticks; the per-packet ratio is "
-              "coarse. Use a longer --seconds.")
+        print(
+            "WARNING: tcpdump's window CPU is under 50 ticks; the per-packet ratio is "
+            "coarse. Use a longer --seconds."
+        )
 
     us = {k: median_of(v, lambda r: r.us_per_packet) for k, v in ok.items()}
     pct = {k: median_of(v, lambda r: r.captured_pct) for k, v in ok.items()}
     print()
-    print(f"CPU per packet, pcap:   wirecap / tcpdump = {ratio_text(us['wirecap'], us['tcpdump'])}"
-          f" (target ≤ {CPU_RATIO_TARGET:.2f}×)")
-    print(f"CPU per packet, pcapng: wirecap pcapng / tcpdump pcap = "
-          f"{ratio_text(us['wirecap-ng'], us['tcpdump'])} (no target)")
+    print(
+        f"CPU per packet, pcap:   wirecap / tcpdump = {ratio_text(us['wirecap'], us['tcpdump'])}"
+        f" (target ≤ {CPU_RATIO_TARGET:.2f}×)"
+    )
+    print(
+        f"CPU per packet, pcapng: wirecap pcapng / tcpdump pcap = "
+        f"{ratio_text(us['wirecap-ng'], us['tcpdump'])} (no target)"
+    )
     fine = {k: median_of(v, lambda r: r.us_per_packet_ns_clock) for k, v in ok.items()}
-    print(f"  cross-check, ns clock: pcap {ratio_text(fine['wirecap'], fine['tcpdump'])}, "
-          f"pcapng {ratio_text(fine['wirecap-ng'], fine['tcpdump'])} "
-          "(scheduler run time of all threads, /proc/PID/task/*/schedstat)")
-    print(f"captured %:             wirecap pcap / tcpdump = "
-          f"{ratio_text(pct['wirecap'], pct['tcpdump'])}; wirecap pcapng / tcpdump = "
-          f"{ratio_text(pct['wirecap-ng'], pct['tcpdump'])}")
+    print(
+        f"  cross-check, ns clock: pcap {ratio_text(fine['wirecap'], fine['tcpdump'])}, "
+        f"pcapng {ratio_text(fine['wirecap-ng'], fine['tcpdump'])} "
+        "(scheduler run time of all threads, /proc/PID/task/*/schedstat)"
+    )
+    print(
+        f"captured %:             wirecap pcap / tcpdump = "
+        f"{ratio_text(pct['wirecap'], pct['tcpdump'])}; wirecap pcapng / tcpdump = "
+        f"{ratio_text(pct['wirecap-ng'], pct['tcpdump'])}"
+    )
 
     misses: list[str] = []
     # Target 1: no drops where tcpdump had none, round by round.
@@ -796,39 +847,49 @@ def report(
                 bad.append(f"{lost:,} of {r.sent:,} sent missing from its file")
             if not has_target:
                 if bad:
-                    print(f"note (no target): round {r.round} {label}: {'; '.join(bad)} "
-                          "where tcpdump dropped nothing")
+                    print(
+                        f"note (no target): round {r.round} {label}: {'; '.join(bad)} "
+                        "where tcpdump dropped nothing"
+                    )
                 continue
             checked += 1
             if bad:
-                misses.append(f"round {r.round}: tcpdump dropped 0, wirecap pcap "
-                              f"{'; '.join(bad)}")
+                misses.append(f"round {r.round}: tcpdump dropped 0, wirecap pcap {'; '.join(bad)}")
     print()
     if checked:
-        print(f"target 'no drops where tcpdump has none' (wirecap pcap): "
-              f"{'MISSED' if misses else 'met'} ({checked} round(s) compared)")
+        print(
+            f"target 'no drops where tcpdump has none' (wirecap pcap): "
+            f"{'MISSED' if misses else 'met'} ({checked} round(s) compared)"
+        )
     else:
-        print("target 'no drops where tcpdump has none': no round to compare "
-              "(tcpdump dropped in every round, or runs failed)")
+        print(
+            "target 'no drops where tcpdump has none': no round to compare "
+            "(tcpdump dropped in every round, or runs failed)"
+        )
     # Target 2: CPU per packet.
     if us["wirecap"] is None or not us["tcpdump"]:
         misses.append("CPU per packet could not be compared (no usable runs or zero CPU)")
     else:
         ratio = us["wirecap"] / us["tcpdump"]
         verdict = "met" if ratio <= CPU_RATIO_TARGET else "MISSED"
-        print(f"target 'pcap CPU per packet ≤ {CPU_RATIO_TARGET}× tcpdump': {verdict} "
-              f"({us['wirecap']:.3f} vs {us['tcpdump']:.3f} µs/packet, {ratio:.2f}×)")
+        print(
+            f"target 'pcap CPU per packet ≤ {CPU_RATIO_TARGET}× tcpdump': {verdict} "
+            f"({us['wirecap']:.3f} vs {us['tcpdump']:.3f} µs/packet, {ratio:.2f}×)"
+        )
         if ratio > CPU_RATIO_TARGET:
-            misses.append(f"pcap CPU per packet {ratio:.2f}× tcpdump's "
-                          f"(target ≤ {CPU_RATIO_TARGET}×)")
+            misses.append(
+                f"pcap CPU per packet {ratio:.2f}× tcpdump's (target ≤ {CPU_RATIO_TARGET}×)"
+            )
 
     if args.markdown:
         print()
         print_markdown_table(header, rows)
         print()
-        print(f"Medians over {args.rounds} rounds (min–max) of a {args.seconds:g} s loopback "
-              f"UDP flood ({PAYLOAD_SIZE}-byte payloads, {args.senders} sender(s)); CPU is the "
-              f"capturer's utime+stime over the capture window, ±{2 * tick_ms:g} ms.")
+        print(
+            f"Medians over {args.rounds} rounds (min–max) of a {args.seconds:g} s loopback "
+            f"UDP flood ({PAYLOAD_SIZE}-byte payloads, {args.senders} sender(s)); CPU is the "
+            f"capturer's utime+stime over the capture window, ±{2 * tick_ms:g} ms."
+        )
 
     print()
     for miss in misses:

@@ -76,8 +76,7 @@ for _ in range(count):
 
 
 def sh(*argv: str, input: str | None = None) -> str:
-    return subprocess.run(argv, check=True, capture_output=True, text=True,
-                          input=input).stdout
+    return subprocess.run(argv, check=True, capture_output=True, text=True, input=input).stdout
 
 
 def cpu_of(proc: subprocess.Popen[bytes]) -> float:
@@ -96,9 +95,18 @@ def decode_speed() -> tuple[float, float]:
     for flow in range(4000):
         orig = FlowTuple("10.210.0.1", "10.210.0.2", 6, 20000 + flow, 443)
         for command in ("new", "update", "dump", "destroy"):
-            messages.append(conntrack_message(
-                command, flow, orig, counters=(Counters(5, 400), Counters(4, 300)),
-                start_ns=1, stop_ns=2, tcp_state=7, event_ns=3))
+            messages.append(
+                conntrack_message(
+                    command,
+                    flow,
+                    orig,
+                    counters=(Counters(5, 400), Counters(4, 300)),
+                    start_ns=1,
+                    stop_ns=2,
+                    tcp_state=7,
+                    event_ns=3,
+                )
+            )
     started = time.perf_counter()
     for message in messages:
         list(decode_datagram(message))
@@ -122,13 +130,28 @@ def live(connections: int, update_events: bool) -> dict[str, float]:
         ns = ["ip", "netns", "exec", name]
         sh(*ns, "ip", "link", "set", "lo", "up")
         sh(*ns, "nft", "-f", "-", input=_RULES)
-        sh(*ns, "sysctl", "-qw", "net.netfilter.nf_conntrack_tcp_timeout_time_wait=1",
-           "net.netfilter.nf_conntrack_tcp_timeout_close=1",
-           "net.netfilter.nf_conntrack_tcp_timeout_fin_wait=1",
-           "net.netfilter.nf_conntrack_tcp_timeout_last_ack=1",
-           "net.netfilter.nf_conntrack_max=262144")
-        mine_args = [sys.executable, "-m", "wirecap", "flows", "--netns", name,
-                     "--sink", "file:/dev/null,batch_size=1024", "--dump-interval", "5s"]
+        sh(
+            *ns,
+            "sysctl",
+            "-qw",
+            "net.netfilter.nf_conntrack_tcp_timeout_time_wait=1",
+            "net.netfilter.nf_conntrack_tcp_timeout_close=1",
+            "net.netfilter.nf_conntrack_tcp_timeout_fin_wait=1",
+            "net.netfilter.nf_conntrack_tcp_timeout_last_ack=1",
+            "net.netfilter.nf_conntrack_max=262144",
+        )
+        mine_args = [
+            sys.executable,
+            "-m",
+            "wirecap",
+            "flows",
+            "--netns",
+            name,
+            "--sink",
+            "file:/dev/null,batch_size=1024",
+            "--dump-interval",
+            "5s",
+        ]
         peer_args = [*ns, "conntrack", "-E", "-o", "timestamp", "-b", str(32 << 20)]
         if not update_events:
             mine_args.append("--no-update-events")
@@ -182,14 +205,17 @@ def live(connections: int, update_events: bool) -> dict[str, float]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--connections", type=int, default=50_000)
     args = parser.parse_args()
 
     own, theirs = decode_speed()
-    print(f"decode: wirecap {own:,.0f} msg/s, pyroute2 nfct_msg {theirs:,.0f} msg/s "
-          f"({own / theirs:.1f}x)")
+    print(
+        f"decode: wirecap {own:,.0f} msg/s, pyroute2 nfct_msg {theirs:,.0f} msg/s "
+        f"({own / theirs:.1f}x)"
+    )
     if os.geteuid() != 0:
         print("live part skipped: needs root (network namespaces)")
         return 0
@@ -198,12 +224,15 @@ def main() -> int:
         row = live(args.connections, update_events)
         span = row["traffic_s"]
         print(f"\n{args.connections:,} TCP connections in {span:.1f} s, events {label}")
-        print(f"{'':16}{'events':>10}{'events/s':>10}{'ENOBUFS':>9}{'CPU s':>7}"
-              f"{'µs CPU/event':>14}")
+        print(
+            f"{'':16}{'events':>10}{'events/s':>10}{'ENOBUFS':>9}{'CPU s':>7}{'µs CPU/event':>14}"
+        )
         for who, name in (("mine", "wirecap flows"), ("peer", "conntrack -E")):
             count, lost, cpu = row[f"{who}_events"], row[f"{who}_lost"], row[f"{who}_cpu"]
-            print(f"{name:16}{count:>10,.0f}{count / span:>10,.0f}{lost:>9.0f}{cpu:>7.2f}"
-                  f"{cpu / max(count, 1) * 1e6:>14.1f}")
+            print(
+                f"{name:16}{count:>10,.0f}{count / span:>10,.0f}{lost:>9.0f}{cpu:>7.2f}"
+                f"{cpu / max(count, 1) * 1e6:>14.1f}"
+            )
         print(f"wirecap records written: {row['mine_records']:,.0f}")
         if not update_events:
             # The target applies where a busy host should run: without UPDATE events.

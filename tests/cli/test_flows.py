@@ -17,8 +17,11 @@ from tests.flows.conntrack_netns import conntrack_netns
 from wirecap.flows.metrics import FlowAggregates, PipelineMetrics
 
 WIRECAP = [sys.executable, "-m", "wirecap"]
-CONNTRACCT = [sys.executable, "-c", "import sys; from wirecap.cli.flows import conntracct; "
-              "sys.exit(conntracct())"]
+CONNTRACCT = [
+    sys.executable,
+    "-c",
+    "import sys; from wirecap.cli.flows import conntracct; sys.exit(conntracct())",
+]
 
 _HOLD_UDP = """
 import socket, sys
@@ -39,8 +42,16 @@ def _run(*argv: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
 def test_help_names_the_actions_and_sinks() -> None:
     done = _run(*WIRECAP, "flows", "--help")
     assert done.returncode == 0
-    for word in ("run", "check", "dump", "--sink", "--rate-curve", "influxdb:URL",
-                 "flows.toml", "ENOBUFS"):
+    for word in (
+        "run",
+        "check",
+        "dump",
+        "--sink",
+        "--rate-curve",
+        "influxdb:URL",
+        "flows.toml",
+        "ENOBUFS",
+    ):
         assert word in done.stdout
     assert _run(*CONNTRACCT, "--help").returncode == 0
     version = _run(*CONNTRACCT, "version")
@@ -62,8 +73,12 @@ def test_bad_configuration_exits_2(tmp_path: Path) -> None:
 def test_dump_prints_the_table_as_json_lines() -> None:
     with conntrack_netns() as ns:
         ns.exec("sysctl", "-qw", "net.netfilter.nf_conntrack_acct=1")
-        holder = subprocess.Popen(["ip", "netns", "exec", ns.name, "python3", "-c", _HOLD_UDP],
-                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        holder = subprocess.Popen(
+            ["ip", "netns", "exec", ns.name, "python3", "-c", _HOLD_UDP],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         try:
             assert holder.stdout is not None and holder.stdin is not None
             port = int(holder.stdout.readline())
@@ -77,8 +92,10 @@ def test_dump_prints_the_table_as_json_lines() -> None:
     [mine] = [line for line in lines if line["orig"]["sport"] == port]
     assert mine["event"] == "snapshot" and mine["proto"] == "udp"
     expected = peer[mine["flow_id"]]
-    assert (mine["packets_orig"], mine["bytes_orig"]) == (expected["packets_orig"],
-                                                          expected["bytes_orig"])
+    assert (mine["packets_orig"], mine["bytes_orig"]) == (
+        expected["packets_orig"],
+        expected["bytes_orig"],
+    )
 
 
 @pytest.mark.netns
@@ -98,13 +115,16 @@ def test_check_reports_and_suggests_fixes() -> None:
 @pytest.mark.netns
 def test_conntracct_run_with_its_yaml(tmp_path: Path) -> None:
     config = tmp_path / "conntracct.yml"
-    config.write_text("sinks:\n  stdout:\n    type: stdout\nsysctl_manage: true\n"
-                      "api_enabled: true\n")
+    config.write_text(
+        "sinks:\n  stdout:\n    type: stdout\nsysctl_manage: true\napi_enabled: true\n"
+    )
     with conntrack_netns() as ns:
         proc = subprocess.Popen(
-            [*CONNTRACCT, "run", "-c", str(config), "--netns", ns.name,
-             "--dump-interval", "0.2"],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            [*CONNTRACCT, "run", "-c", str(config), "--netns", ns.name, "--dump-interval", "0.2"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         try:
             assert proc.stderr is not None
             head = ""

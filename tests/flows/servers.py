@@ -63,8 +63,9 @@ class Influx:
             raise AssertionError(result["error"])
         rows: list[dict[str, Any]] = []
         for series in result.get("series", []):
-            rows += [dict(zip(series["columns"], values, strict=True))
-                     for values in series["values"]]
+            rows += [
+                dict(zip(series["columns"], values, strict=True)) for values in series["values"]
+            ]
         return rows
 
 
@@ -88,8 +89,9 @@ bind-address = "127.0.0.1:{rpc}"
 [monitor]
   store-enabled = false
 """)
-    proc = subprocess.Popen(["influxd", "-config", str(config)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        ["influxd", "-config", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     try:
         _wait_http(f"http://127.0.0.1:{port}/ping", proc)
         yield Influx(port)
@@ -127,9 +129,16 @@ scrape_configs:
       - targets: ["{target}"]
 """)
     proc = subprocess.Popen(
-        ["prometheus", f"--config.file={config}", f"--storage.tsdb.path={tmp}/tsdb",
-         f"--web.listen-address=127.0.0.1:{port}", "--log.level=error"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        [
+            "prometheus",
+            f"--config.file={config}",
+            f"--storage.tsdb.path={tmp}/tsdb",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--log.level=error",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         _wait_http(f"http://127.0.0.1:{port}/-/ready", proc)
         yield Prometheus(port)

@@ -60,11 +60,15 @@ def test_conntracct_showcase_config() -> None:
     by_name = {sink.name: sink for sink in options.sinks}
     assert set(by_name) == {"influxdb_http", "elastic", "stdout"}
     influx = by_name["influxdb_http"]
-    assert (influx.type, influx.database, influx.batch_size) == ("influxdb", "conntracct_http",
-                                                                  200)
+    assert (influx.type, influx.database, influx.batch_size) == ("influxdb", "conntracct_http", 200)
     assert by_name["elastic"].address == "http://localhost:9200"
-    assert set(options.ignored) == {"api_enabled", "api_endpoint", "pprof_enabled",
-                                    "pprof_endpoint", "sinks.dummy"}
+    assert set(options.ignored) == {
+        "api_enabled",
+        "api_endpoint",
+        "pprof_enabled",
+        "pprof_endpoint",
+        "sinks.dummy",
+    }
 
 
 def test_conntracct_keys_are_case_insensitive_and_zero_is_unset() -> None:
@@ -80,14 +84,17 @@ sinks:
     assert options.curve == DEFAULT_CURVE
 
 
-@pytest.mark.parametrize("text", [
-    "sinks: {u: {type: influxdb-udp, address: 'localhost:8089'}}",
-    "sinks: {x: {type: kafka}}",
-    "sinks: {i: {type: influxdb-http, address: 'http://h:8086'}}",  # no database
-    "unknown_key: 1",
-    "probe: {rate_curve: {'0': {age: 10s}, '1': {age: 5s}}}",
-    ": : :",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "sinks: {u: {type: influxdb-udp, address: 'localhost:8089'}}",
+        "sinks: {x: {type: kafka}}",
+        "sinks: {i: {type: influxdb-http, address: 'http://h:8086'}}",  # no database
+        "unknown_key: 1",
+        "probe: {rate_curve: {'0': {age: 10s}, '1': {age: 5s}}}",
+        ": : :",
+    ],
+)
 def test_conntracct_errors(text: str) -> None:
     with pytest.raises(OptionError):
         parse_conntracct_yaml(text)
@@ -127,18 +134,21 @@ address = "/var/log/flows.jsonl"
     assert log.type == "file"
 
 
-@pytest.mark.parametrize("text", [
-    "netns = 3",
-    "bogus = 1",
-    "[sinks.a]\ntype = 'file'",
-    "[sinks.a]\ntype = 'influxdb'\naddress = 'ftp://x'\ndatabase = 'd'",
-    "[sinks.a]\ntype = 'influxdb'\naddress = 'http://x'\ntoken = 't'",
-    "[sinks.a]\ntype = 'stdout'\nbatch_size = 0",
-    "[sinks.a]\ntype = 'stdout'\ncolour = 'red'",
-    "rate_curve = [{age = '1m'}]",
-    "buffer_size = 10",
-    "this is not toml",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "netns = 3",
+        "bogus = 1",
+        "[sinks.a]\ntype = 'file'",
+        "[sinks.a]\ntype = 'influxdb'\naddress = 'ftp://x'\ndatabase = 'd'",
+        "[sinks.a]\ntype = 'influxdb'\naddress = 'http://x'\ntoken = 't'",
+        "[sinks.a]\ntype = 'stdout'\nbatch_size = 0",
+        "[sinks.a]\ntype = 'stdout'\ncolour = 'red'",
+        "rate_curve = [{age = '1m'}]",
+        "buffer_size = 10",
+        "this is not toml",
+    ],
+)
 def test_toml_errors(text: str) -> None:
     with pytest.raises(OptionError):
         parse_toml(text)
@@ -147,7 +157,11 @@ def test_toml_errors(text: str) -> None:
 def test_flag_spellings() -> None:
     sink = parse_sink_flag("influxdb:http://h:8086/,database=flows,batch_size=9,name=main", 0)
     assert (sink.name, sink.address, sink.database, sink.batch_size) == (
-        "main", "http://h:8086/", "flows", 9)
+        "main",
+        "http://h:8086/",
+        "flows",
+        9,
+    )
     assert parse_sink_flag("stdout", 3).name == "stdout3"
     curve = parse_rate_curve_flag("0:1s, 10s:2s")
     assert curve.interval_ns(11 * S) == 2 * S

@@ -12,8 +12,17 @@ S = NS_PER_S
 
 @pytest.mark.parametrize(
     ("text", "ns"),
-    [("20s", 20 * S), ("1m", 60 * S), ("1m30s", 90 * S), ("500ms", S // 2), ("1h", 3600 * S),
-     ("0", 0), ("2.5", 5 * S // 2), (3, 3 * S), ("1.5s", 3 * S // 2)],
+    [
+        ("20s", 20 * S),
+        ("1m", 60 * S),
+        ("1m30s", 90 * S),
+        ("500ms", S // 2),
+        ("1h", 3600 * S),
+        ("0", 0),
+        ("2.5", 5 * S // 2),
+        (3, 3 * S),
+        ("1.5s", 3 * S // 2),
+    ],
 )
 def test_parse_duration(text: str | int, ns: int) -> None:
     assert parse_duration(text) == ns

@@ -22,13 +22,27 @@ NS = 1_000_000_000
 START = 1_795_046_399 * NS  # 2026-11-18T23:59:59Z
 
 
-def _record(event: Event = Event.UPDATE, time_ns: int = START + 5 * NS,
-            start_ns: int | None = START, flow_id: int = 7) -> FlowRecord:
+def _record(
+    event: Event = Event.UPDATE,
+    time_ns: int = START + 5 * NS,
+    start_ns: int | None = START,
+    flow_id: int = 7,
+) -> FlowRecord:
     return FlowRecord(
-        event=event, flow_id=flow_id, time_ns=time_ns, start_ns=start_ns, stop_ns=None,
-        orig=FlowTuple("10.0.0.1", "10.0.0.2", 17, 1000, 53), reply=None, tcp_state=None,
-        zone=0, mark=0, counters_orig=Counters(2, 100), counters_reply=Counters(1, 60),
-        netns=1)
+        event=event,
+        flow_id=flow_id,
+        time_ns=time_ns,
+        start_ns=start_ns,
+        stop_ns=None,
+        orig=FlowTuple("10.0.0.1", "10.0.0.2", 17, 1000, 53),
+        reply=None,
+        tcp_state=None,
+        zone=0,
+        mark=0,
+        counters_orig=Counters(2, 100),
+        counters_reply=Counters(1, 60),
+        netns=1,
+    )
 
 
 def test_index_is_dated_by_flow_start_and_matched_by_the_template() -> None:
@@ -66,12 +80,15 @@ def test_bulk_body_is_ndjson_ending_in_newline() -> None:
 
 
 def test_decode_bulk_response_sorts_items() -> None:
-    answer = {"errors": True, "items": [
-        {"update": {"status": 200, "result": "noop"}},
-        {"update": {"status": 429, "error": {"type": "es_rejected_execution_exception"}}},
-        {"update": {"status": 400, "error": {"type": "mapper_parsing_exception"}}},
-        {"update": {"status": 201}},
-    ]}
+    answer = {
+        "errors": True,
+        "items": [
+            {"update": {"status": 200, "result": "noop"}},
+            {"update": {"status": 429, "error": {"type": "es_rejected_execution_exception"}}},
+            {"update": {"status": 400, "error": {"type": "mapper_parsing_exception"}}},
+            {"update": {"status": 201}},
+        ],
+    }
     outcome = decode_bulk_response(200, json.dumps(answer).encode(), 4)
     assert (outcome.sent, outcome.retry, outcome.failed) == (2, (1,), 1)
     assert "mapper_parsing_exception" in outcome.errors[0]
@@ -92,8 +109,9 @@ def test_decode_bulk_response_never_raises(status: int, body: bytes, count: int)
 
 _JSON = st.recursive(
     st.none() | st.integers() | st.text(max_size=5),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner,
-                                                                max_size=3),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3)
+    ),
     max_leaves=8,
 )
 

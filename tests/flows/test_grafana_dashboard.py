@@ -45,14 +45,29 @@ def _records(now_ns: int) -> list[FlowRecord]:
     out = []
     for flow_id, port in ((1, 443), (2, 53), (3, 443)):
         for step, event in enumerate((Event.NEW, Event.UPDATE, Event.UPDATE, Event.DESTROY)):
-            out.append(FlowRecord(
-                event=event, flow_id=flow_id, time_ns=now_ns - (40 - 10 * step) * 10**9,
-                start_ns=now_ns - 40 * 10**9, stop_ns=None,
-                orig=FlowTuple(f"10.210.0.{flow_id}", "10.210.1.1", 6 if port == 443 else 17,
-                               40000 + flow_id, port),
-                reply=None, tcp_state=None, zone=0, mark=0,
-                counters_orig=Counters(step * 10, step * 1000),
-                counters_reply=Counters(step * 5, step * 700), netns=1))
+            out.append(
+                FlowRecord(
+                    event=event,
+                    flow_id=flow_id,
+                    time_ns=now_ns - (40 - 10 * step) * 10**9,
+                    start_ns=now_ns - 40 * 10**9,
+                    stop_ns=None,
+                    orig=FlowTuple(
+                        f"10.210.0.{flow_id}",
+                        "10.210.1.1",
+                        6 if port == 443 else 17,
+                        40000 + flow_id,
+                        port,
+                    ),
+                    reply=None,
+                    tcp_state=None,
+                    zone=0,
+                    mark=0,
+                    counters_orig=Counters(step * 10, step * 1000),
+                    counters_reply=Counters(step * 5, step * 700),
+                    netns=1,
+                )
+            )
     return out
 
 
@@ -76,8 +91,7 @@ def test_promql_names_only_registered_metrics() -> None:
     FlowAggregates(registry)
     # The names a scrape shows, labelled series or not (exposition format:
     # counters end in _total, histograms expose _bucket, _sum and _count).
-    suffixes = {"counter": ("_total",), "gauge": ("",),
-                "histogram": ("_bucket", "_sum", "_count")}
+    suffixes = {"counter": ("_total",), "gauge": ("",), "histogram": ("_bucket", "_sum", "_count")}
     exposed = {m.name + suffix for m in registry.collect() for suffix in suffixes[m.type]}
     for expr in _targets("prometheus"):
         used = re.findall(r"\b(wirecap_flows_\w+)", expr)
@@ -92,8 +106,12 @@ def _influx_macros(query: str) -> str:
 
 def test_influxql_queries_return_data(tmp_path: Path) -> None:
     with influxd(tmp_path) as influx:
-        urllib.request.urlopen(urllib.request.Request(
-            f"{influx.url}/query", data=b"q=CREATE+DATABASE+flows", method="POST"), timeout=10)
+        urllib.request.urlopen(
+            urllib.request.Request(
+                f"{influx.url}/query", data=b"q=CREATE+DATABASE+flows", method="POST"
+            ),
+            timeout=10,
+        )
         body = encode_lines(_records(time.time_ns()))
         request = urllib.request.Request(f"{influx.url}/write?db=flows&precision=ns", data=body)
         with urllib.request.urlopen(request, timeout=10) as response:

@@ -18,10 +18,20 @@ from wirecap.flows.model import Counters, Event, FlowRecord, FlowTuple
 
 def _record(**changes: object) -> FlowRecord:
     base = dict(
-        event=Event.UPDATE, flow_id=9946756, time_ns=1589000000000000000, start_ns=1,
-        stop_ns=None, orig=FlowTuple("1.2.3.4", "5.6.7.8", 6, 1234, 80),
-        reply=FlowTuple("5.6.7.8", "1.2.3.4", 6, 80, 1234), tcp_state=None, zone=0, mark=0,
-        counters_orig=Counters(1, 60), counters_reply=Counters(0, 0), netns=4026531840)
+        event=Event.UPDATE,
+        flow_id=9946756,
+        time_ns=1589000000000000000,
+        start_ns=1,
+        stop_ns=None,
+        orig=FlowTuple("1.2.3.4", "5.6.7.8", 6, 1234, 80),
+        reply=FlowTuple("5.6.7.8", "1.2.3.4", 6, 80, 1234),
+        tcp_state=None,
+        zone=0,
+        mark=0,
+        counters_orig=Counters(1, 60),
+        counters_reply=Counters(0, 0),
+        netns=4026531840,
+    )
     base.update(changes)
     return FlowRecord(**base)  # type: ignore[arg-type]
 
@@ -58,7 +68,8 @@ def test_ipv6_and_batch() -> None:
 def test_write_paths() -> None:
     assert write_path(database="flows db") == "/write?db=flows+db&precision=ns"
     assert write_path(org="o", bucket="b&c", v2=True) == (
-        "/api/v2/write?org=o&bucket=b%26c&precision=ns")
+        "/api/v2/write?org=o&bucket=b%26c&precision=ns"
+    )
 
 
 @given(st.text(max_size=40))

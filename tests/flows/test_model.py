@@ -9,12 +9,20 @@ from wirecap.flows.model import Counters, Event, FlowRecord, FlowTuple, TcpState
 
 def test_json_line() -> None:
     record = FlowRecord(
-        event=Event.DESTROY, flow_id=5, time_ns=1_795_000_000_123_456_789,
-        start_ns=1_795_000_000_000_000_000, stop_ns=1_795_000_000_123_456_789,
+        event=Event.DESTROY,
+        flow_id=5,
+        time_ns=1_795_000_000_123_456_789,
+        start_ns=1_795_000_000_000_000_000,
+        stop_ns=1_795_000_000_123_456_789,
         orig=FlowTuple("10.0.0.1", "192.0.2.1", 6, 1000, 80),
         reply=FlowTuple("192.0.2.1", "198.51.100.7", 6, 80, 61000),
-        tcp_state=TcpState.TIME_WAIT, zone=2, mark=1,
-        counters_orig=Counters(3, 180), counters_reply=Counters(2, 120), netns=9)
+        tcp_state=TcpState.TIME_WAIT,
+        zone=2,
+        mark=1,
+        counters_orig=Counters(3, 180),
+        counters_reply=Counters(2, 120),
+        netns=9,
+    )
     line = record.json_line()
     assert line.endswith("\n") and line.count("\n") == 1
     data = json.loads(line)

@@ -44,10 +44,19 @@ def test_decode_new_update_destroy_and_dump_kinds() -> None:
 
 
 def test_decode_destroy_carries_counters_and_times() -> None:
-    ct = _one(conntrack_message(
-        "destroy", 0xDEADBEEF, UDP, counters=(Counters(3, 93), Counters(2, 62)),
-        start_ns=1_700_000_000_000_000_000, stop_ns=1_700_000_003_000_000_000,
-        event_ns=1_700_000_004_000_000_000, mark=0xFF, zone=7))
+    ct = _one(
+        conntrack_message(
+            "destroy",
+            0xDEADBEEF,
+            UDP,
+            counters=(Counters(3, 93), Counters(2, 62)),
+            start_ns=1_700_000_000_000_000_000,
+            stop_ns=1_700_000_003_000_000_000,
+            event_ns=1_700_000_004_000_000_000,
+            mark=0xFF,
+            zone=7,
+        )
+    )
     assert ct.id == 0xDEADBEEF
     assert ct.orig == UDP
     assert ct.reply == FlowTuple("10.210.0.2", "10.210.0.1", 17, 53, 40000)
@@ -93,8 +102,15 @@ def test_dump_request_layout() -> None:
 
 
 def test_every_truncation_is_counted_not_raised() -> None:
-    data = conntrack_message("destroy", 3, TCP6, counters=(Counters(1, 60), Counters(1, 60)),
-                             start_ns=1, stop_ns=2, tcp_state=7)
+    data = conntrack_message(
+        "destroy",
+        3,
+        TCP6,
+        counters=(Counters(1, 60), Counters(1, 60)),
+        start_ns=1,
+        stop_ns=2,
+        tcp_state=7,
+    )
     for cut in range(len(data)):
         messages = list(decode_datagram(data[:cut]))
         # A cut message is never taken for a good one.
@@ -126,9 +142,18 @@ def test_garbage_never_raises(data: bytes) -> None:
 
 @given(st.data())
 def test_mutated_messages_never_raise(data: st.DataObject) -> None:
-    good = bytearray(conntrack_message(
-        "destroy", 1, UDP, counters=(Counters(1, 2), Counters(3, 4)), start_ns=5, stop_ns=6,
-        tcp_state=3, mark=1))
+    good = bytearray(
+        conntrack_message(
+            "destroy",
+            1,
+            UDP,
+            counters=(Counters(1, 2), Counters(3, 4)),
+            start_ns=5,
+            stop_ns=6,
+            tcp_state=3,
+            mark=1,
+        )
+    )
     for _ in range(data.draw(st.integers(1, 8))):
         position = data.draw(st.integers(0, len(good) - 1))
         good[position] = data.draw(st.integers(0, 255))

@@ -6,8 +6,17 @@ from dataclasses import replace
 
 from wirecap.flows.selfcheck import Facts, Level, judge
 
-GOOD = Facts(netns="", cap_net_admin=True, conntrack_present=True, acct=1, timestamp=1,
-             events=2, count=5, netlink_error=None, sysctl_manage=False)
+GOOD = Facts(
+    netns="",
+    cap_net_admin=True,
+    conntrack_present=True,
+    acct=1,
+    timestamp=1,
+    events=2,
+    count=5,
+    netlink_error=None,
+    sysctl_manage=False,
+)
 
 
 def _levels(facts: Facts) -> list[Level]:
@@ -26,8 +35,12 @@ def test_sysctls_off_warn_only_without_sysctl_manage() -> None:
 
 
 def test_failures_say_how_to_fix() -> None:
-    for facts in (replace(GOOD, cap_net_admin=False), replace(GOOD, conntrack_present=False),
-                  replace(GOOD, events=0), replace(GOOD, netlink_error="EPERM")):
+    for facts in (
+        replace(GOOD, cap_net_admin=False),
+        replace(GOOD, conntrack_present=False),
+        replace(GOOD, events=0),
+        replace(GOOD, netlink_error="EPERM"),
+    ):
         failures = [f for f in judge(facts) if f.level is Level.FAIL]
         assert failures and all(f.fix for f in failures)
 

@@ -127,21 +127,34 @@ def test_records_match_conntrack_and_udp_bytes_exactly(tmp_path: Path) -> None:
 
     async def scenario() -> None:
         with conntrack_netns() as ns:
-            sink = SinkSpec(name="file", type="file", address=str(out_file), batch_size=16,
-                            flush_interval_ns=S // 10)
+            sink = SinkSpec(
+                name="file",
+                type="file",
+                address=str(out_file),
+                batch_size=16,
+                flush_interval_ns=S // 10,
+            )
             service = FlowService(_options(ns, sinks=(sink,)), on_record=records.append)
             await service.start()
             traffic = subprocess.Popen(
                 ["ip", "netns", "exec", ns.name, "python3", "-c", _TRAFFIC],
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+            )
             try:
                 assert traffic.stdout is not None and traffic.stdin is not None
                 ports = json.loads(await asyncio.to_thread(traffic.stdout.readline))
                 await asyncio.sleep(1.5)  # several dumps past the last packet: quiet now
                 quiet = await asyncio.to_thread(ns.conntrack_list)
-                ids = {proto: next(i for i, e in quiet.items()
-                                   if e["proto"] == proto and e["sport"] == ports[proto])
-                       for proto in ("udp", "tcp")}
+                ids = {
+                    proto: next(
+                        i
+                        for i, e in quiet.items()
+                        if e["proto"] == proto and e["sport"] == ports[proto]
+                    )
+                    for proto in ("udp", "tcp")
+                }
                 # Live counters from dumps equal the peer's, for both flows.
                 for proto, flow_id in ids.items():
                     updates = [r for r in _by_id(records, flow_id) if r.event is Event.UPDATE]
@@ -156,8 +169,10 @@ def test_records_match_conntrack_and_udp_bytes_exactly(tmp_path: Path) -> None:
                 await asyncio.to_thread(traffic.wait, 10)
 
                 def destroyed() -> bool:
-                    return all(any(r.event is Event.DESTROY for r in _by_id(records, i))
-                               for i in ids.values())
+                    return all(
+                        any(r.event is Event.DESTROY for r in _by_id(records, i))
+                        for i in ids.values()
+                    )
 
                 await _wait(destroyed, 30, "DESTROY records of both flows")
             finally:
@@ -220,8 +235,9 @@ def test_update_cadence_follows_the_curve() -> None:
 
     async def scenario() -> int:
         with conntrack_netns() as ns:
-            service = FlowService(_options(ns, curve=curve, dump_interval_ns=S // 10),
-                                  on_record=records.append)
+            service = FlowService(
+                _options(ns, curve=curve, dump_interval_ns=S // 10), on_record=records.append
+            )
             await service.start()
             try:
                 port = await asyncio.to_thread(ns.python, _STEADY, "5.5")
@@ -270,15 +286,19 @@ for _ in range({flows}):
                 await asyncio.sleep(0.3)
                 proc = subprocess.Popen(["ip", "netns", "exec", ns.name, "python3", "-c", burst])
                 proc.wait(30)  # blocks the loop on purpose
-                await _wait(lambda: service.lost_events > 0 and service.dumps >= 2, 20,
-                            "an ENOBUFS and the dump it triggers")
+                await _wait(
+                    lambda: service.lost_events > 0 and service.dumps >= 2,
+                    20,
+                    "an ENOBUFS and the dump it triggers",
+                )
                 # Each flow is accounted: by its NEW event or, when that was lost, by
                 # the dump. (Ports may repeat across the burst: the peer says how many
                 # flows there are.)
                 peer = set(await asyncio.to_thread(ns.conntrack_list))
                 assert len(peer) > flows * 0.9
-                await _wait(lambda: peer <= {r.flow_id for r in records}, 20,
-                            "every flow accounted")
+                await _wait(
+                    lambda: peer <= {r.flow_id for r in records}, 20, "every flow accounted"
+                )
             finally:
                 await service.close()
             return service.stats()
@@ -295,9 +315,16 @@ def test_dead_sink_does_not_stop_the_others(tmp_path: Path) -> None:
 
     async def scenario() -> FlowService:
         with conntrack_netns() as ns:
-            dead = SinkSpec(name="dead", type="influxdb", address=f"http://127.0.0.1:{closed_port}",
-                            database="x", batch_size=1, flush_interval_ns=0, queue_size=5,
-                            timeout_ns=2 * S)
+            dead = SinkSpec(
+                name="dead",
+                type="influxdb",
+                address=f"http://127.0.0.1:{closed_port}",
+                database="x",
+                batch_size=1,
+                flush_interval_ns=0,
+                queue_size=5,
+                timeout_ns=2 * S,
+            )
             live = SinkSpec(name="live", type="stdout", batch_size=1, flush_interval_ns=0)
             service = FlowService(_options(ns, sinks=(dead, live)), stdout=out)
             await service.start()
@@ -317,7 +344,8 @@ def test_dead_sink_does_not_stop_the_others(tmp_path: Path) -> None:
     assert dead.dropped_full + dead.dropped_failed >= 1
     assert out.getvalue().count("\n") == live.sent
     text = service.registry.get_sample_value(
-        "wirecap_flows_sink_dropped_records_total", {"sink": "dead", "reason": "queue_full"})
+        "wirecap_flows_sink_dropped_records_total", {"sink": "dead", "reason": "queue_full"}
+    )
     assert text == dead.dropped_full
 
 
@@ -333,8 +361,12 @@ def _free_port() -> int:
 def test_sysctls_are_managed_in_the_namespace() -> None:
     async def scenario() -> tuple[str, str]:
         with conntrack_netns() as ns:
-            ns.exec("sysctl", "-qw", "net.netfilter.nf_conntrack_acct=0",
-                    "net.netfilter.nf_conntrack_timestamp=0")
+            ns.exec(
+                "sysctl",
+                "-qw",
+                "net.netfilter.nf_conntrack_acct=0",
+                "net.netfilter.nf_conntrack_timestamp=0",
+            )
             service = FlowService(_options(ns))
             await service.start()
             await service.close()
@@ -411,8 +443,11 @@ def test_nat_zone_and_mark_are_visible() -> None:
             await service.start()
             try:
                 port = int(await asyncio.to_thread(ns.python, _NAT_TRAFFIC))
-                await _wait(lambda: any(r.event is Event.DESTROY and r.orig.sport == port
-                                        for r in records), 30, "the DESTROY record")
+                await _wait(
+                    lambda: any(r.event is Event.DESTROY and r.orig.sport == port for r in records),
+                    30,
+                    "the DESTROY record",
+                )
             finally:
                 await service.close()
             return port

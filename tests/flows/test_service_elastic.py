@@ -43,11 +43,20 @@ START = 1_795_000_000 * S  # 2026-11-18
 
 def _record(event: Event, flow_id: int, time_ns: int, packets: int) -> FlowRecord:
     return FlowRecord(
-        event=event, flow_id=flow_id, time_ns=time_ns, start_ns=START, stop_ns=None,
+        event=event,
+        flow_id=flow_id,
+        time_ns=time_ns,
+        start_ns=START,
+        stop_ns=None,
         orig=FlowTuple("10.210.0.1", "10.210.0.2", 6, 40000 + flow_id, 443),
         reply=FlowTuple("10.210.0.2", "10.210.0.1", 6, 443, 40000 + flow_id),
-        tcp_state=None, zone=0, mark=0, counters_orig=Counters(packets, packets * 100),
-        counters_reply=Counters(0, 0), netns=4026531840)
+        tcp_state=None,
+        zone=0,
+        mark=0,
+        counters_orig=Counters(packets, packets * 100),
+        counters_reply=Counters(0, 0),
+        netns=4026531840,
+    )
 
 
 class FakeElasticsearch:
@@ -81,30 +90,50 @@ class FakeElasticsearch:
             assert op == "update"
             index, doc_id = meta["_index"], meta["_id"]
             assert index == index.lower()
-            assert any(fnmatch.fnmatchcase(index, pattern)
-                       for t in self.templates.values() for pattern in t["index_patterns"]), \
-                f"no index template matches {index}"
+            assert any(
+                fnmatch.fnmatchcase(index, pattern)
+                for t in self.templates.values()
+                for pattern in t["index_patterns"]
+            ), f"no index template matches {index}"
             assert source["scripted_upsert"] is True and source["upsert"] == {}
             assert source["script"]["source"] == elastic.UPSERT_SCRIPT
             if position in failures:
                 status, kind = failures[position]
-                items.append({op: {"_index": index, "_id": doc_id, "status": status,
-                                   "error": {"type": kind, "reason": "fake"}}})
+                items.append(
+                    {
+                        op: {
+                            "_index": index,
+                            "_id": doc_id,
+                            "status": status,
+                            "error": {"type": kind, "reason": "fake"},
+                        }
+                    }
+                )
                 continue
-            items.append({op: {"_index": index, "_id": doc_id,
-                               **self._apply(index, doc_id, source["script"]["params"]["doc"])}})
+            items.append(
+                {
+                    op: {
+                        "_index": index,
+                        "_id": doc_id,
+                        **self._apply(index, doc_id, source["script"]["params"]["doc"]),
+                    }
+                }
+            )
         errors = any(next(iter(i.values()))["status"] >= 300 for i in items)
         return web.json_response({"took": 1, "errors": errors, "items": items})
 
     def _apply(self, index: str, doc_id: str, doc: dict[str, Any]) -> dict[str, Any]:
         # The rule of UPSERT_SCRIPT: finished stays finished; older never overwrites newer.
         stored = self.docs.get((index, doc_id))
-        if stored is not None and (stored["flow_state"] == "finished"
-                                   or stored["timestamp"] > doc["timestamp"]):
+        if stored is not None and (
+            stored["flow_state"] == "finished" or stored["timestamp"] > doc["timestamp"]
+        ):
             return {"status": 200, "result": "noop"}
         self.docs[(index, doc_id)] = {**(stored or {}), **doc}
-        return {"status": 201 if stored is None else 200,
-                "result": "created" if stored is None else "updated"}
+        return {
+            "status": 201 if stored is None else 200,
+            "result": "created" if stored is None else "updated",
+        }
 
 
 async def _serve(fake: FakeElasticsearch) -> tuple[web.AppRunner, str]:
@@ -132,8 +161,15 @@ def _run(scenario: Callable[[], Awaitable[Any]]) -> Any:
 
 
 def _sink(url: str, batch: int = 10) -> SinkSpec:
-    return SinkSpec(name="es", type="elasticsearch", address=url, database="flows",
-                    hostname="Host1", batch_size=batch, flush_interval_ns=S // 20)
+    return SinkSpec(
+        name="es",
+        type="elasticsearch",
+        address=url,
+        database="flows",
+        hostname="Host1",
+        batch_size=batch,
+        flush_interval_ns=S // 20,
+    )
 
 
 def test_one_document_per_flow_and_a_late_update_cannot_reopen_it() -> None:
@@ -144,11 +180,15 @@ def test_one_document_per_flow_and_a_late_update_cannot_reopen_it() -> None:
         service = FlowService(FlowsOptions(sinks=(_sink(url, batch=1),)))
         await service.start_sinks()
         try:
-            service.publish([_record(Event.NEW, 7, START, 0),
-                             _record(Event.UPDATE, 7, START + S, 5),
-                             _record(Event.DESTROY, 7, START + 3 * S, 9),
-                             # A late update, read after the destroy:
-                             _record(Event.UPDATE, 7, START + 2 * S, 8)])
+            service.publish(
+                [
+                    _record(Event.NEW, 7, START, 0),
+                    _record(Event.UPDATE, 7, START + S, 5),
+                    _record(Event.DESTROY, 7, START + 3 * S, 9),
+                    # A late update, read after the destroy:
+                    _record(Event.UPDATE, 7, START + 2 * S, 8),
+                ]
+            )
             await _wait(lambda: service.sinks[0].sent == 4, 10, "four writes")
         finally:
             await service.close()
@@ -167,8 +207,9 @@ def test_partial_failure_retries_only_what_is_worth_it() -> None:
     fake = FakeElasticsearch()
     # Item 0 rejected by a full write queue (429: retry), item 1 refused for good
     # (400 mapper_parsing_exception: drop and count), item 2 written.
-    fake.scripted_failures = [{0: (429, "es_rejected_execution_exception"),
-                               1: (400, "mapper_parsing_exception")}]
+    fake.scripted_failures = [
+        {0: (429, "es_rejected_execution_exception"), 1: (400, "mapper_parsing_exception")}
+    ]
 
     async def scenario() -> FlowService:
         runner, url = await _serve(fake)
@@ -188,7 +229,8 @@ def test_partial_failure_retries_only_what_is_worth_it() -> None:
     assert fake.requests == 2  # the first bulk, then one retry holding item 0 alone
     assert {doc["flow_id"] for doc in fake.docs.values()} == {1, 3}
     failed = service.registry.get_sample_value(
-        "wirecap_flows_sink_dropped_records_total", {"sink": "es", "reason": "write_failed"})
+        "wirecap_flows_sink_dropped_records_total", {"sink": "es", "reason": "write_failed"}
+    )
     assert failed == 1
 
 

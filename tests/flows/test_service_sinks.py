@@ -46,11 +46,20 @@ async def _wait(predicate: Callable[[], bool], timeout: float, what: str) -> Non
 
 def _record(event: Event, flow_id: int, time_ns: int, packets: int = 1) -> FlowRecord:
     return FlowRecord(
-        event=event, flow_id=flow_id, time_ns=time_ns, start_ns=1_790_000_000 * S,
-        stop_ns=None, orig=FlowTuple("10.210.0.1", "10.210.0.2", 6, 40000 + flow_id, 443),
+        event=event,
+        flow_id=flow_id,
+        time_ns=time_ns,
+        start_ns=1_790_000_000 * S,
+        stop_ns=None,
+        orig=FlowTuple("10.210.0.1", "10.210.0.2", 6, 40000 + flow_id, 443),
         reply=FlowTuple("10.210.0.2", "10.210.0.1", 6, 443, 40000 + flow_id),
-        tcp_state=None, zone=0, mark=0, counters_orig=Counters(packets, packets * 100),
-        counters_reply=Counters(packets, packets * 50), netns=4026531840)
+        tcp_state=None,
+        zone=0,
+        mark=0,
+        counters_orig=Counters(packets, packets * 100),
+        counters_reply=Counters(packets, packets * 50),
+        netns=4026531840,
+    )
 
 
 @pytest.mark.netns
@@ -59,16 +68,29 @@ def test_influxdb_v1_receives_the_flow_counters(tmp_path: Path) -> None:
 
     async def scenario(url: str) -> int:
         with conntrack_netns() as ns:
-            sink = SinkSpec(name="influx", type="influxdb", address=url, database="flows",
-                            batch_size=50, flush_interval_ns=S // 5)
-            options = FlowsOptions(netns=ns.name, dump_interval_ns=S // 4,
-                                   curve=RateCurve.of([(0, S // 2)]), sinks=(sink,))
+            sink = SinkSpec(
+                name="influx",
+                type="influxdb",
+                address=url,
+                database="flows",
+                batch_size=50,
+                flush_interval_ns=S // 5,
+            )
+            options = FlowsOptions(
+                netns=ns.name,
+                dump_interval_ns=S // 4,
+                curve=RateCurve.of([(0, S // 2)]),
+                sinks=(sink,),
+            )
             service = FlowService(options, on_record=records.append)
             await service.start()
             try:
                 port = int(await asyncio.to_thread(ns.python, _UDP, "4", "72"))
-                await _wait(lambda: any(r.event is Event.DESTROY and r.orig.sport == port
-                                        for r in records), 30, "the DESTROY record")
+                await _wait(
+                    lambda: any(r.event is Event.DESTROY and r.orig.sport == port for r in records),
+                    30,
+                    "the DESTROY record",
+                )
                 await _wait(lambda: service.sinks[0].sent == len(records), 10, "the writes")
             finally:
                 await service.close()
@@ -78,8 +100,10 @@ def test_influxdb_v1_receives_the_flow_counters(tmp_path: Path) -> None:
     with influxd(tmp_path) as influx:
         port = _run(lambda: scenario(influx.url))
         flow_id = next(r.flow_id for r in records if r.orig.sport == port)
-        rows = influx.query("flows", f"SELECT * FROM ct_acct WHERE \"flow_id\"::tag = "
-                                     f"'{flow_id}' AND event = 'destroy'")
+        rows = influx.query(
+            "flows",
+            f"SELECT * FROM ct_acct WHERE \"flow_id\"::tag = '{flow_id}' AND event = 'destroy'",
+        )
     assert len(rows) == 1
     row = rows[0]
     assert row["packets_orig"] == 4 and row["bytes_orig"] == 4 * (72 + 28)
@@ -95,8 +119,14 @@ def test_influxdb_v2_write_request(tmp_path: Path) -> None:
     seen: list[tuple[str, dict[str, str], str, str]] = []
 
     async def write(request: web.Request) -> web.Response:
-        seen.append((request.path, dict(request.query), request.headers["Authorization"],
-                     await request.text()))
+        seen.append(
+            (
+                request.path,
+                dict(request.query),
+                request.headers["Authorization"],
+                await request.text(),
+            )
+        )
         return web.Response(status=204)
 
     async def scenario() -> FlowService:
@@ -107,8 +137,16 @@ def test_influxdb_v2_write_request(tmp_path: Path) -> None:
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()
         port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        sink = SinkSpec(name="v2", type="influxdb", address=f"http://127.0.0.1:{port}",
-                        org="o", bucket="b", token="t0k", batch_size=2, flush_interval_ns=S)
+        sink = SinkSpec(
+            name="v2",
+            type="influxdb",
+            address=f"http://127.0.0.1:{port}",
+            org="o",
+            bucket="b",
+            token="t0k",
+            batch_size=2,
+            flush_interval_ns=S,
+        )
         service = FlowService(FlowsOptions(sinks=(sink,)))
         await service.start_sinks()
         try:
@@ -129,8 +167,16 @@ def test_influxdb_v2_write_request(tmp_path: Path) -> None:
 
 def test_influxdb_v2_against_the_real_1_6_server_is_refused_not_retried(tmp_path: Path) -> None:
     async def scenario(url: str) -> FlowService:
-        sink = SinkSpec(name="v2", type="influxdb", address=url, org="o", bucket="b",
-                        token="t", batch_size=1, flush_interval_ns=0)
+        sink = SinkSpec(
+            name="v2",
+            type="influxdb",
+            address=url,
+            org="o",
+            bucket="b",
+            token="t",
+            batch_size=1,
+            flush_interval_ns=0,
+        )
         service = FlowService(FlowsOptions(sinks=(sink,)))
         await service.start_sinks()
         try:
@@ -151,28 +197,36 @@ def test_prometheus_scrapes_the_pipeline_counters(tmp_path: Path) -> None:
 
     async def scenario() -> list[dict[str, Any]]:
         with conntrack_netns() as ns:
-            options = FlowsOptions(netns=ns.name, dump_interval_ns=S // 4, sinks=(),
-                                   metrics=f"127.0.0.1:{port}", flow_metrics=True)
+            options = FlowsOptions(
+                netns=ns.name,
+                dump_interval_ns=S // 4,
+                sinks=(),
+                metrics=f"127.0.0.1:{port}",
+                flow_metrics=True,
+            )
             service = FlowService(options)
             await service.start()
             try:
                 await asyncio.to_thread(ns.python, _UDP, "3", "10")
                 with prometheus(tmp_path, f"127.0.0.1:{port}") as prom:
+
                     async def scraped() -> list[dict[str, Any]]:
                         # Scraped after the flow ended: its DESTROY record counted.
                         return await asyncio.to_thread(
-                            prom.query, 'wirecap_flows_records_total{event="destroy"}')
+                            prom.query, 'wirecap_flows_records_total{event="destroy"}'
+                        )
 
                     deadline = time.monotonic() + 30
                     while not (result := await scraped()) and time.monotonic() < deadline:
                         await asyncio.sleep(0.5)
                     events = await asyncio.to_thread(
-                        prom.query, 'wirecap_flows_events_total{type="new"}')
+                        prom.query, 'wirecap_flows_events_total{type="new"}'
+                    )
                     dumps = await asyncio.to_thread(prom.query, "wirecap_flows_dumps_total")
-                    lost = await asyncio.to_thread(prom.query,
-                                                   "wirecap_flows_lost_events_total")
+                    lost = await asyncio.to_thread(prom.query, "wirecap_flows_lost_events_total")
                     udp = await asyncio.to_thread(
-                        prom.query, 'wirecap_flows_packets_total{proto="udp",direction="orig"}')
+                        prom.query, 'wirecap_flows_packets_total{proto="udp",direction="orig"}'
+                    )
                     return [*result, *events, *dumps, *lost, *udp]
             finally:
                 await service.close()

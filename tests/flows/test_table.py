@@ -16,13 +16,34 @@ TCP = FlowTuple("10.210.0.1", "10.210.0.2", 6, 40001, 80)
 CURVE = RateCurve.of([(0, 2 * S), (10 * S, 5 * S), (30 * S, 20 * S)])
 
 
-def ct(kind: Kind, ct_id: int = 1, orig: FlowTuple = UDP, *, packets: int | None = None,
-       start: int | None = None, stop: int | None = None, event: int | None = None,
-       state: TcpState | None = None) -> Conntrack:
+def ct(
+    kind: Kind,
+    ct_id: int = 1,
+    orig: FlowTuple = UDP,
+    *,
+    packets: int | None = None,
+    start: int | None = None,
+    stop: int | None = None,
+    event: int | None = None,
+    state: TcpState | None = None,
+) -> Conntrack:
     counters = None if packets is None else Counters(packets, packets * 100)
-    return Conntrack(kind=kind, id=ct_id, orig=orig, reply=None, status=8, tcp_state=state,
-                     zone=0, mark=None, timeout=None, counters_orig=counters,
-                     counters_reply=counters, start_ns=start, stop_ns=stop, event_ns=event)
+    return Conntrack(
+        kind=kind,
+        id=ct_id,
+        orig=orig,
+        reply=None,
+        status=8,
+        tcp_state=state,
+        zone=0,
+        mark=None,
+        timeout=None,
+        counters_orig=counters,
+        counters_reply=counters,
+        start_ns=start,
+        stop_ns=stop,
+        event_ns=event,
+    )
 
 
 def table(started: int = T0) -> FlowTable:

@@ -529,8 +529,7 @@ def connection_facts(
                             bool(seen),
                             acked is not None and b <= acked,
                             full,
-                            (a < me.pmtu_until or me.pmtu_recovering)
-                            and length <= me.pmtu_limit,
+                            (a < me.pmtu_until or me.pmtu_recovering) and length <= me.pmtu_limit,
                         )
                     )
                     me.retx_bytes += length

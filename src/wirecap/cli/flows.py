@@ -113,54 +113,106 @@ CONNTRACCT_SEARCH_PATH = ("~/.config/conntracct.yml", "/etc/conntracct/conntracc
 
 def _add_arguments(parser: argparse.ArgumentParser, *, actions: bool = True) -> None:
     if actions:
-        parser.add_argument("action", nargs="?", choices=("run", "check", "dump"),
-                            default="run", help="what to do (default run)")
-    parser.add_argument("-c", "--config", metavar="FILE",
-                        help="TOML file (or conntracct YAML); default: the search path above")
-    parser.add_argument("--netns", metavar="NAME",
-                        help="account flows of this network namespace (ip netns name or path)")
-    parser.add_argument("--sysctl-manage", action=argparse.BooleanOptionalAction, default=None,
-                        help="set nf_conntrack_acct and nf_conntrack_timestamp to 1 at start "
-                        "(default on)")
-    parser.add_argument("--dump-interval", metavar="DURATION",
-                        help=f"read counters this often (default "
-                        f"{DEFAULT_DUMP_INTERVAL_NS // 10**9}s, never above the curve's "
-                        "shortest rate)")
-    parser.add_argument("--rate-curve", metavar="AGE:RATE,...",
-                        help="update spacing by flow age (default 0:20s,1m:1m,5m:5m)")
-    parser.add_argument("--buffer-size", metavar="BYTES", type=int,
-                        help=f"netlink receive buffer (default {DEFAULT_BUFFER_SIZE})")
-    parser.add_argument("--sink", action="append", metavar="SPEC", default=[],
-                        help="add a sink (see above); repeatable")
-    parser.add_argument("--metrics", metavar="ADDR:PORT",
-                        help="serve Prometheus metrics on http://ADDR:PORT/metrics")
-    parser.add_argument("--flow-metrics", action=argparse.BooleanOptionalAction, default=None,
-                        help="also export bytes/packets by (proto, dst port) on --metrics")
-    parser.add_argument("--flow-metrics-ports", metavar="PORT,...",
-                        help="ports above 1023 that keep their own dst_port label in "
-                        "--flow-metrics (others are folded into \"other\"; at most 256 "
-                        "(proto, port) pairs in all)")
-    parser.add_argument("--update-events", action=argparse.BooleanOptionalAction, default=None,
-                        help="subscribe to UPDATE events (TCP state, mark changes; default on). "
-                        "They carry no counters and are most of a busy host's events: "
-                        "--no-update-events has the kernel not send them")
-    parser.add_argument("--max-flows", type=int, metavar="N",
-                        help="flows tracked at most (default 262144)")
-    parser.add_argument("-d", "--debug", "-v", "--verbose", dest="debug", action="store_true",
-                        help="log more to stderr")
+        parser.add_argument(
+            "action",
+            nargs="?",
+            choices=("run", "check", "dump"),
+            default="run",
+            help="what to do (default run)",
+        )
+    parser.add_argument(
+        "-c",
+        "--config",
+        metavar="FILE",
+        help="TOML file (or conntracct YAML); default: the search path above",
+    )
+    parser.add_argument(
+        "--netns",
+        metavar="NAME",
+        help="account flows of this network namespace (ip netns name or path)",
+    )
+    parser.add_argument(
+        "--sysctl-manage",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="set nf_conntrack_acct and nf_conntrack_timestamp to 1 at start (default on)",
+    )
+    parser.add_argument(
+        "--dump-interval",
+        metavar="DURATION",
+        help=f"read counters this often (default "
+        f"{DEFAULT_DUMP_INTERVAL_NS // 10**9}s, never above the curve's "
+        "shortest rate)",
+    )
+    parser.add_argument(
+        "--rate-curve",
+        metavar="AGE:RATE,...",
+        help="update spacing by flow age (default 0:20s,1m:1m,5m:5m)",
+    )
+    parser.add_argument(
+        "--buffer-size",
+        metavar="BYTES",
+        type=int,
+        help=f"netlink receive buffer (default {DEFAULT_BUFFER_SIZE})",
+    )
+    parser.add_argument(
+        "--sink",
+        action="append",
+        metavar="SPEC",
+        default=[],
+        help="add a sink (see above); repeatable",
+    )
+    parser.add_argument(
+        "--metrics",
+        metavar="ADDR:PORT",
+        help="serve Prometheus metrics on http://ADDR:PORT/metrics",
+    )
+    parser.add_argument(
+        "--flow-metrics",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="also export bytes/packets by (proto, dst port) on --metrics",
+    )
+    parser.add_argument(
+        "--flow-metrics-ports",
+        metavar="PORT,...",
+        help="ports above 1023 that keep their own dst_port label in "
+        '--flow-metrics (others are folded into "other"; at most 256 '
+        "(proto, port) pairs in all)",
+    )
+    parser.add_argument(
+        "--update-events",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="subscribe to UPDATE events (TCP state, mark changes; default on). "
+        "They carry no counters and are most of a busy host's events: "
+        "--no-update-events has the kernel not send them",
+    )
+    parser.add_argument(
+        "--max-flows", type=int, metavar="N", help="flows tracked at most (default 262144)"
+    )
+    parser.add_argument(
+        "-d",
+        "--debug",
+        "-v",
+        "--verbose",
+        dest="debug",
+        action="store_true",
+        help="log more to stderr",
+    )
 
 
 def register(commands: Any) -> None:
-    parser = subcommand(commands, "flows", summary=_HELP, description=_DESCRIPTION,
-                        epilog=_EPILOG)
+    parser = subcommand(commands, "flows", summary=_HELP, description=_DESCRIPTION, epilog=_EPILOG)
     _add_arguments(parser)
     parser.set_defaults(handler=lambda args: run(args.action, load_options(args)))
 
 
 def build_parser(prog: str = "conntracct") -> argparse.ArgumentParser:
     parser = standalone(prog, description=_DESCRIPTION, epilog=_EPILOG)
-    parser.add_argument("action", nargs="?", choices=("run", "check", "dump", "version"),
-                        default="run")
+    parser.add_argument(
+        "action", nargs="?", choices=("run", "check", "dump", "version"), default="run"
+    )
     _add_arguments(parser, actions=False)
     return parser
 
@@ -177,10 +229,12 @@ def _parse_file(path: Path) -> FlowsOptions:
     return parse_toml(text)
 
 
-def load_options(args: argparse.Namespace, *,
-                 search: Sequence[str] = SEARCH_PATH) -> FlowsOptions:
-    logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO,
-                        format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
+def load_options(args: argparse.Namespace, *, search: Sequence[str] = SEARCH_PATH) -> FlowsOptions:
+    logging.basicConfig(
+        level=logging.DEBUG if args.debug else logging.INFO,
+        format="%(asctime)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
     options = FlowsOptions()
     if args.config:
         options = _parse_file(Path(args.config))
@@ -221,8 +275,9 @@ def load_options(args: argparse.Namespace, *,
         changes["sinks"] = tuple(parse_sink_flag(spec, i) for i, spec in enumerate(args.sink))
     options = options.merged(**changes)
     if not options.sinks:
-        options = options.merged(sinks=(SinkSpec(name="stdout", type="stdout", batch_size=1,
-                                                 flush_interval_ns=0),))
+        options = options.merged(
+            sinks=(SinkSpec(name="stdout", type="stdout", batch_size=1, flush_interval_ns=0),)
+        )
     names = [sink.name for sink in options.sinks]
     if len(set(names)) != len(names):
         raise OptionError(f"sink names must differ: {', '.join(names)}")
@@ -254,8 +309,9 @@ def _dump(options: FlowsOptions) -> int:
     from wirecap.flows.service import dump_table, netns_inode, snapshot_records
 
     entries = dump_table(options.netns, options.buffer_size)
-    records = snapshot_records(entries, netns_inode(options.netns), options.netns or "",
-                               time.time_ns())
+    records = snapshot_records(
+        entries, netns_inode(options.netns), options.netns or "", time.time_ns()
+    )
     out = sys.stdout
     for record in records:
         payload = record.as_json()
@@ -264,8 +320,11 @@ def _dump(options: FlowsOptions) -> int:
     out.flush()
     bare = sum(1 for entry in entries if entry.counters_orig is None)
     if bare:
-        print(f"note: {bare} of {len(entries)} flows carry no counters: nf_conntrack_acct was "
-              "off when they began", file=sys.stderr)
+        print(
+            f"note: {bare} of {len(entries)} flows carry no counters: nf_conntrack_acct was "
+            "off when they began",
+            file=sys.stderr,
+        )
     return 0
 
 
@@ -277,10 +336,14 @@ async def _serve(options: FlowsOptions) -> int:
     try:
         where = f"network namespace {options.netns}" if options.netns else "this namespace"
         sinks = ", ".join(f"{s.name} ({s.type})" for s in options.sinks)
-        metrics = (f"; metrics on http://{service.metrics_address[0]}:"
-                   f"{service.metrics_address[1]}/metrics" if service.metrics_address else "")
-        print(f"following conntrack in {where}; sinks: {sinks}{metrics}", file=sys.stderr,
-              flush=True)
+        metrics = (
+            f"; metrics on http://{service.metrics_address[0]}:{service.metrics_address[1]}/metrics"
+            if service.metrics_address
+            else ""
+        )
+        print(
+            f"following conntrack in {where}; sinks: {sinks}{metrics}", file=sys.stderr, flush=True
+        )
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):

@@ -74,8 +74,12 @@ MAX_BATCH_SIZE = 50_000
 MAX_QUEUE_SIZE = 1_000_000
 
 _DEFAULT_BATCH = {"stdout": 1, "file": 256, "influxdb": 128, "elasticsearch": 2048}
-_DEFAULT_FLUSH_NS = {"stdout": 0, "file": NS_PER_S, "influxdb": NS_PER_S,
-                     "elasticsearch": 5 * NS_PER_S}
+_DEFAULT_FLUSH_NS = {
+    "stdout": 0,
+    "file": NS_PER_S,
+    "influxdb": NS_PER_S,
+    "elasticsearch": 5 * NS_PER_S,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,8 +149,16 @@ def _int(value: Any, what: str, low: int, high: int) -> int:
 def _bool(value: Any, what: str) -> bool:
     if isinstance(value, bool):
         return value
-    if isinstance(value, str) and value.lower() in ("true", "yes", "on", "1", "false", "no",
-                                                     "off", "0"):
+    if isinstance(value, str) and value.lower() in (
+        "true",
+        "yes",
+        "on",
+        "1",
+        "false",
+        "no",
+        "off",
+        "0",
+    ):
         return value.lower() in ("true", "yes", "on", "1")
     raise OptionError(f"{what}: {value!r} is not true or false")
 
@@ -176,8 +188,16 @@ def sink_spec(name: str, raw: Mapping[str, Any]) -> SinkSpec:
         "flush_interval_ns": _DEFAULT_FLUSH_NS[sink_type],
     }
     for key, value in keys.items():
-        if key in ("address", "database", "org", "bucket", "token", "username", "password",
-                   "hostname"):
+        if key in (
+            "address",
+            "database",
+            "org",
+            "bucket",
+            "token",
+            "username",
+            "password",
+            "hostname",
+        ):
             spec[key] = _str(value, f"{what}: {key}")
         elif key in ("batch_size", "batchsize"):
             spec["batch_size"] = _int(value, f"{what}: batch_size", 1, MAX_BATCH_SIZE)
@@ -213,8 +233,11 @@ def _validate_sink(spec: SinkSpec) -> None:
 
 def parse_ports_flag(text: str) -> tuple[int, ...]:
     """``8080,8443`` → (8080, 8443)."""
-    return tuple(_int(part.strip(), "--flow-metrics-ports", 1, 65535)
-                 for part in text.split(",") if part.strip())
+    return tuple(
+        _int(part.strip(), "--flow-metrics-ports", 1, 65535)
+        for part in text.split(",")
+        if part.strip()
+    )
 
 
 def parse_rate_curve_flag(text: str) -> RateCurve:
@@ -224,8 +247,12 @@ def parse_rate_curve_flag(text: str) -> RateCurve:
         age, sep, rate = part.strip().partition(":")
         if not sep:
             raise OptionError(f"--rate-curve: {part!r} is not AGE:RATE")
-        points.append((parse_duration(age, what="--rate-curve age"),
-                       parse_duration(rate, what="--rate-curve rate")))
+        points.append(
+            (
+                parse_duration(age, what="--rate-curve age"),
+                parse_duration(rate, what="--rate-curve rate"),
+            )
+        )
     return RateCurve.of(points)
 
 
@@ -253,8 +280,12 @@ def _curve_from_toml(value: Any) -> RateCurve:
         keys = _lower_keys(point, "rate_curve point")
         if set(keys) != {"age", "rate"}:
             raise OptionError("rate_curve: each point has exactly age and rate")
-        points.append((parse_duration(keys["age"], what="rate_curve age"),
-                       parse_duration(keys["rate"], what="rate_curve rate")))
+        points.append(
+            (
+                parse_duration(keys["age"], what="rate_curve age"),
+                parse_duration(keys["rate"], what="rate_curve rate"),
+            )
+        )
     return RateCurve.of(points)
 
 
@@ -298,8 +329,13 @@ def parse_toml(text: str) -> FlowsOptions:
 
 # conntracct sink types → ours; influxdb-udp has no database of its own (the
 # server's UDP listener picks it), so it cannot be mapped to an HTTP write.
-_CONNTRACCT_TYPES = {"influxdb-http": "influxdb", "elastic": "elasticsearch",
-                     "elasticsearch": "elasticsearch", "stdout": "stdout", "stderr": "stdout"}
+_CONNTRACCT_TYPES = {
+    "influxdb-http": "influxdb",
+    "elastic": "elasticsearch",
+    "elasticsearch": "elasticsearch",
+    "stdout": "stdout",
+    "stderr": "stdout",
+}
 
 
 def parse_conntracct_yaml(text: str) -> FlowsOptions:

@@ -33,8 +33,15 @@ NS_PER_S = 1_000_000_000
 #: More points than this is a configuration mistake, not a finer curve.
 MAX_CURVE_POINTS = 16
 
-_UNITS = {"ns": 1, "us": 1_000, "µs": 1_000, "ms": 1_000_000, "s": NS_PER_S,
-          "m": 60 * NS_PER_S, "h": 3600 * NS_PER_S}
+_UNITS = {
+    "ns": 1,
+    "us": 1_000,
+    "µs": 1_000,
+    "ms": 1_000_000,
+    "s": NS_PER_S,
+    "m": 60 * NS_PER_S,
+    "h": 3600 * NS_PER_S,
+}
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
 
 

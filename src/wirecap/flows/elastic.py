@@ -139,30 +139,41 @@ def bulk_body(records: Iterable[FlowRecord], prefix: str, hostname: str) -> byte
 
 def index_template(prefix: str, *, shards: int = 1, replicas: int = 0) -> dict[str, Any]:
     """A composable template (PUT _index_template/NAME) for ``<prefix>-*``."""
-    long_fields = ("packets_orig", "bytes_orig", "packets_ret", "bytes_ret",
-                   "packets_total", "bytes_total", "netns", "connmark", "flow_id")
+    long_fields = (
+        "packets_orig",
+        "bytes_orig",
+        "packets_ret",
+        "bytes_ret",
+        "packets_total",
+        "bytes_total",
+        "netns",
+        "connmark",
+        "flow_id",
+    )
     properties: dict[str, Any] = {name: {"type": "long"} for name in long_fields}
-    properties.update({
-        "src_addr": {"type": "ip"},
-        "dst_addr": {"type": "ip"},
-        "reply_src_addr": {"type": "ip"},
-        "reply_dst_addr": {"type": "ip"},
-        "src_port": {"type": "integer"},
-        "dst_port": {"type": "integer"},
-        "reply_src_port": {"type": "integer"},
-        "reply_dst_port": {"type": "integer"},
-        "proto": {"type": "short"},
-        "zone": {"type": "integer"},
-        "proto_name": {"type": "keyword"},
-        "flow_state": {"type": "keyword"},
-        "event": {"type": "keyword"},
-        "tcp_state": {"type": "keyword"},
-        "hostname": {"type": "keyword"},
-        "complete": {"type": "boolean"},
-        "start": {"type": "date", "format": "epoch_millis"},
-        "stop": {"type": "date", "format": "epoch_millis"},
-        "timestamp": {"type": "date", "format": "epoch_millis"},
-    })
+    properties.update(
+        {
+            "src_addr": {"type": "ip"},
+            "dst_addr": {"type": "ip"},
+            "reply_src_addr": {"type": "ip"},
+            "reply_dst_addr": {"type": "ip"},
+            "src_port": {"type": "integer"},
+            "dst_port": {"type": "integer"},
+            "reply_src_port": {"type": "integer"},
+            "reply_dst_port": {"type": "integer"},
+            "proto": {"type": "short"},
+            "zone": {"type": "integer"},
+            "proto_name": {"type": "keyword"},
+            "flow_state": {"type": "keyword"},
+            "event": {"type": "keyword"},
+            "tcp_state": {"type": "keyword"},
+            "hostname": {"type": "keyword"},
+            "complete": {"type": "boolean"},
+            "start": {"type": "date", "format": "epoch_millis"},
+            "stop": {"type": "date", "format": "epoch_millis"},
+            "timestamp": {"type": "date", "format": "epoch_millis"},
+        }
+    )
     return {
         "index_patterns": [f"{prefix.lower()}-*"],
         "template": {

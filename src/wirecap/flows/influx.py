@@ -41,9 +41,7 @@ MEASUREMENT = "ct_acct"
 
 
 def escape_measurement(text: str) -> str:
-    return text.replace("\\", "\\\\").replace(",", "\\,").replace(" ", "\\ ").replace(
-        "\n", "\\n"
-    )
+    return text.replace("\\", "\\\\").replace(",", "\\,").replace(" ", "\\ ").replace("\n", "\\n")
 
 
 def escape_key(text: str) -> str:
@@ -61,8 +59,9 @@ def escape_field_string(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def encode_line(record: FlowRecord, *, source_ports: bool = False,
-                measurement: str = MEASUREMENT) -> str:
+def encode_line(
+    record: FlowRecord, *, source_ports: bool = False, measurement: str = MEASUREMENT
+) -> str:
     orig = record.orig
     tags = {
         "connmark": format(record.mark, "x"),
@@ -102,8 +101,7 @@ def encode_lines(records: Iterable[FlowRecord], *, source_ports: bool = False) -
     ).encode()
 
 
-def write_path(*, database: str = "", org: str = "", bucket: str = "",
-               v2: bool = False) -> str:
+def write_path(*, database: str = "", org: str = "", bucket: str = "", v2: bool = False) -> str:
     """The path and query of a write request, precision ns."""
     if v2:
         return "/api/v2/write?" + urlencode({"org": org, "bucket": bucket, "precision": "ns"})

@@ -31,36 +31,56 @@ _PREFIX = "wirecap_flows"
 
 class PipelineMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
-        self.events = Counter(f"{_PREFIX}_events", "conntrack messages handled, by type",
-                              ["type"], registry=registry)
-        self.records = Counter(f"{_PREFIX}_records", "flow records emitted, by event",
-                               ["event"], registry=registry)
-        self.dumps = Counter(f"{_PREFIX}_dumps", "conntrack table dumps completed",
-                             registry=registry)
-        self.dump_seconds = Histogram(f"{_PREFIX}_dump_duration_seconds",
-                                      "time to read one conntrack table dump",
-                                      buckets=(0.001, 0.01, 0.05, 0.1, 0.5, 1, 5, 30),
-                                      registry=registry)
-        self.lost = Counter(f"{_PREFIX}_lost_events",
-                            "netlink ENOBUFS overruns (events the kernel dropped)",
-                            registry=registry)
-        self.undecoded = Counter(f"{_PREFIX}_undecoded_messages",
-                                 "netlink messages skipped as undecodable", registry=registry)
+        self.events = Counter(
+            f"{_PREFIX}_events", "conntrack messages handled, by type", ["type"], registry=registry
+        )
+        self.records = Counter(
+            f"{_PREFIX}_records", "flow records emitted, by event", ["event"], registry=registry
+        )
+        self.dumps = Counter(
+            f"{_PREFIX}_dumps", "conntrack table dumps completed", registry=registry
+        )
+        self.dump_seconds = Histogram(
+            f"{_PREFIX}_dump_duration_seconds",
+            "time to read one conntrack table dump",
+            buckets=(0.001, 0.01, 0.05, 0.1, 0.5, 1, 5, 30),
+            registry=registry,
+        )
+        self.lost = Counter(
+            f"{_PREFIX}_lost_events",
+            "netlink ENOBUFS overruns (events the kernel dropped)",
+            registry=registry,
+        )
+        self.undecoded = Counter(
+            f"{_PREFIX}_undecoded_messages",
+            "netlink messages skipped as undecodable",
+            registry=registry,
+        )
         self.tracked = Gauge(f"{_PREFIX}_tracked", "flows in the flow table", registry=registry)
-        self.vanished = Counter(f"{_PREFIX}_vanished",
-                                "flows found gone in a dump without a DESTROY event",
-                                registry=registry)
-        self.queue_depth = Gauge(f"{_PREFIX}_sink_queue_depth", "records waiting per sink",
-                                 ["sink"], registry=registry)
-        self.sent = Counter(f"{_PREFIX}_sink_sent_records", "records a sink delivered",
-                            ["sink"], registry=registry)
-        self.dropped = Counter(f"{_PREFIX}_sink_dropped_records",
-                               "records a sink lost: queue_full or write_failed",
-                               ["sink", "reason"], registry=registry)
-        self.latency = Histogram(f"{_PREFIX}_sink_write_duration_seconds",
-                                 "time per batch write", ["sink"],
-                                 buckets=(0.001, 0.005, 0.02, 0.1, 0.5, 2, 10),
-                                 registry=registry)
+        self.vanished = Counter(
+            f"{_PREFIX}_vanished",
+            "flows found gone in a dump without a DESTROY event",
+            registry=registry,
+        )
+        self.queue_depth = Gauge(
+            f"{_PREFIX}_sink_queue_depth", "records waiting per sink", ["sink"], registry=registry
+        )
+        self.sent = Counter(
+            f"{_PREFIX}_sink_sent_records", "records a sink delivered", ["sink"], registry=registry
+        )
+        self.dropped = Counter(
+            f"{_PREFIX}_sink_dropped_records",
+            "records a sink lost: queue_full or write_failed",
+            ["sink", "reason"],
+            registry=registry,
+        )
+        self.latency = Histogram(
+            f"{_PREFIX}_sink_write_duration_seconds",
+            "time per batch write",
+            ["sink"],
+            buckets=(0.001, 0.005, 0.02, 0.1, 0.5, 2, 10),
+            registry=registry,
+        )
 
     def add_sink(self, name: str) -> None:
         """Create a sink's series at zero, so a scrape shows them before any traffic."""
@@ -81,10 +101,18 @@ class FlowAggregates:
     _pairs: set[tuple[str, str]] = field(default_factory=set)
 
     def __post_init__(self) -> None:
-        self.bytes = Counter(f"{_PREFIX}_bytes", "bytes of tracked flows",
-                             ["proto", "dst_port", "direction"], registry=self.registry)
-        self.packets = Counter(f"{_PREFIX}_packets", "packets of tracked flows",
-                               ["proto", "dst_port", "direction"], registry=self.registry)
+        self.bytes = Counter(
+            f"{_PREFIX}_bytes",
+            "bytes of tracked flows",
+            ["proto", "dst_port", "direction"],
+            registry=self.registry,
+        )
+        self.packets = Counter(
+            f"{_PREFIX}_packets",
+            "packets of tracked flows",
+            ["proto", "dst_port", "direction"],
+            registry=self.registry,
+        )
 
     def _labels(self, record: FlowRecord) -> tuple[str, str]:
         proto = proto_name(record.orig.proto)
@@ -104,13 +132,16 @@ class FlowAggregates:
         else:
             self._last[key] = (record.counters_orig, record.counters_reply)
         proto, port = self._labels(record)
-        for direction, now, then in (("orig", record.counters_orig, before[0]),
-                                     ("reply", record.counters_reply, before[1])):
+        for direction, now, then in (
+            ("orig", record.counters_orig, before[0]),
+            ("reply", record.counters_reply, before[1]),
+        ):
             # Counters never go back for one flow; a smaller value means a reset
             # (CTRZERO by another tool), counted from zero.
             bytes_delta = now.bytes - then.bytes if now.bytes >= then.bytes else now.bytes
-            packets_delta = (now.packets - then.packets if now.packets >= then.packets
-                             else now.packets)
+            packets_delta = (
+                now.packets - then.packets if now.packets >= then.packets else now.packets
+            )
             if bytes_delta:
                 self.bytes.labels(proto, port, direction).inc(bytes_delta)
             if packets_delta:

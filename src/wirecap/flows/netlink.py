@@ -454,4 +454,3 @@ def encode_dump_request(seq: int, family: int = AF_UNSPEC) -> bytes:
     nfgen = struct.pack("=BBH", family, 0, 0)
     msg_type = (NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_GET
     return encode_message(msg_type, NLM_F_REQUEST | NLM_F_DUMP, seq, nfgen)
-

@@ -125,8 +125,9 @@ def in_netns(name: str | None, work: Callable[[], T]) -> T:
             if libc.setns(fd, CLONE_NEWNET) != 0:
                 code = ctypes.get_errno()
                 if code == errno.EPERM:
-                    raise PermissionDeniedError("entering a network namespace needs "
-                                                "CAP_SYS_ADMIN (run as root)")
+                    raise PermissionDeniedError(
+                        "entering a network namespace needs CAP_SYS_ADMIN (run as root)"
+                    )
                 raise SystemSetupError(f"setns {path}: {os.strerror(code)}")
             result.append(work())
         except BaseException as exc:  # carried to the caller's thread
@@ -168,8 +169,9 @@ def _netlink_socket(buffer_size: int) -> socket.socket:
     return sock
 
 
-def open_netlink(netns: str | None, buffer_size: int, *, events: bool = True,
-                 groups: int = CTNETLINK_GROUPS) -> NetlinkSockets:
+def open_netlink(
+    netns: str | None, buffer_size: int, *, events: bool = True, groups: int = CTNETLINK_GROUPS
+) -> NetlinkSockets:
     def make() -> NetlinkSockets:
         event_sock = None
         if events:
@@ -211,11 +213,13 @@ def apply_sysctls(netns: str | None) -> list[str]:
             try:
                 Path(_SYSCTL_DIR, name).write_text("1\n")
             except FileNotFoundError:
-                raise SystemSetupError("conntrack is not available (no "
-                                       f"{_SYSCTL_DIR}/{name})") from None
+                raise SystemSetupError(
+                    f"conntrack is not available (no {_SYSCTL_DIR}/{name})"
+                ) from None
             except PermissionError:
-                raise PermissionDeniedError(f"setting net.netfilter.{name} needs "
-                                            "CAP_NET_ADMIN; or use --no-sysctl-manage") from None
+                raise PermissionDeniedError(
+                    f"setting net.netfilter.{name} needs CAP_NET_ADMIN; or use --no-sysctl-manage"
+                ) from None
             changed.append(f"net.netfilter.{name}=1")
         return changed
 
@@ -263,9 +267,13 @@ def _has_cap_net_admin() -> bool:
 def gather_facts(netns: str | None, sysctl_manage: bool) -> Facts:
     def read() -> tuple[bool, int | None, int | None, int | None, int | None]:
         present = Path(_SYSCTL_DIR, "nf_conntrack_max").exists()
-        return (present, _read_sysctl("nf_conntrack_acct"),
-                _read_sysctl("nf_conntrack_timestamp"), _read_sysctl("nf_conntrack_events"),
-                _read_sysctl("nf_conntrack_count"))
+        return (
+            present,
+            _read_sysctl("nf_conntrack_acct"),
+            _read_sysctl("nf_conntrack_timestamp"),
+            _read_sysctl("nf_conntrack_events"),
+            _read_sysctl("nf_conntrack_count"),
+        )
 
     present, acct, stamp, events, count = in_netns(netns, read)
     error = None
@@ -273,9 +281,17 @@ def gather_facts(netns: str | None, sysctl_manage: bool) -> Facts:
         dump_table(netns)
     except (OSError, SystemSetupError) as exc:
         error = str(exc)
-    return Facts(netns=netns or "", cap_net_admin=_has_cap_net_admin(),
-                 conntrack_present=present, acct=acct, timestamp=stamp, events=events,
-                 count=count, netlink_error=error, sysctl_manage=sysctl_manage)
+    return Facts(
+        netns=netns or "",
+        cap_net_admin=_has_cap_net_admin(),
+        conntrack_present=present,
+        acct=acct,
+        timestamp=stamp,
+        events=events,
+        count=count,
+        netlink_error=error,
+        sysctl_manage=sysctl_manage,
+    )
 
 
 # -- sinks --------------------------------------------------------------------
@@ -362,8 +378,12 @@ class _InfluxWriter(_HttpWriter):
 
     async def start(self) -> None:
         await super().start()
-        self.path = influx.write_path(database=self.spec.database, org=self.spec.org,
-                                      bucket=self.spec.bucket, v2=self.spec.influx_v2)
+        self.path = influx.write_path(
+            database=self.spec.database,
+            org=self.spec.org,
+            bucket=self.spec.bucket,
+            v2=self.spec.influx_v2,
+        )
         self.headers = {"Content-Type": "text/plain; charset=utf-8"}
         if self.spec.token:
             self.headers["Authorization"] = f"Token {self.spec.token}"
@@ -376,16 +396,16 @@ class _InfluxWriter(_HttpWriter):
         query = f'CREATE DATABASE "{self.spec.database.replace(chr(34), "")}"'
         async with self.session.post(self.base + "/query", data={"q": query}) as response:
             if response.status != 200:
-                log.warning("sink %s: %s answered HTTP %d", self.spec.name, query,
-                            response.status)
+                log.warning("sink %s: %s answered HTTP %d", self.spec.name, query, response.status)
 
     async def write(self, batch: list[FlowRecord]) -> tuple[list[FlowRecord], int, str]:
         assert self.session is not None
         if not self.spec.influx_v2 and not self.database_checked:
             await self._create_database()
         body = influx.encode_lines(batch, source_ports=self.spec.source_ports)
-        async with self.session.post(self.base + self.path, data=body,
-                                     headers=self.headers) as response:
+        async with self.session.post(
+            self.base + self.path, data=body, headers=self.headers
+        ) as response:
             text = (await response.text())[:300]
             if response.status == 204 or response.status == 200:
                 return [], 0, ""
@@ -407,8 +427,11 @@ class _ElasticWriter(_HttpWriter):
         async with self.session.put(url, json=elastic.index_template(self.prefix)) as response:
             if response.status != 200:
                 raise aiohttp.ClientResponseError(
-                    response.request_info, (), status=response.status,
-                    message=(await response.text())[:300])
+                    response.request_info,
+                    (),
+                    status=response.status,
+                    message=(await response.text())[:300],
+                )
         self.template_ready = True
 
     async def write(self, batch: list[FlowRecord]) -> tuple[list[FlowRecord], int, str]:
@@ -416,8 +439,9 @@ class _ElasticWriter(_HttpWriter):
         if not self.template_ready:
             await self._template()
         body = elastic.bulk_body(batch, self.prefix, self.hostname)
-        async with self.session.post(f"{self.base}/_bulk", data=body,
-                                     headers={"Content-Type": "application/x-ndjson"}) as r:
+        async with self.session.post(
+            f"{self.base}/_bulk", data=body, headers={"Content-Type": "application/x-ndjson"}
+        ) as r:
             outcome = elastic.decode_bulk_response(r.status, await r.read(), len(batch))
         retry = [batch[i] for i in outcome.retry]
         return retry, outcome.failed, "; ".join(outcome.errors[:3])
@@ -443,9 +467,14 @@ def _length_of(queue: deque[FlowRecord]) -> Callable[[], float]:
 class FlowService:
     """Source → flow table → sinks, for one network namespace."""
 
-    def __init__(self, options: FlowsOptions, *, registry: CollectorRegistry | None = None,
-                 stdout: IO[str] | None = None,
-                 on_record: Callable[[FlowRecord], None] | None = None) -> None:
+    def __init__(
+        self,
+        options: FlowsOptions,
+        *,
+        registry: CollectorRegistry | None = None,
+        stdout: IO[str] | None = None,
+        on_record: Callable[[FlowRecord], None] | None = None,
+    ) -> None:
         self.options = options
         self.registry = registry or CollectorRegistry()
         self.metrics = PipelineMetrics(self.registry)
@@ -472,8 +501,7 @@ class FlowService:
         self.table: FlowTable | None = None
         # Labelled children looked up once: labels() costs more than the event itself.
         self._event_counter = {kind: self.metrics.events.labels(kind.value) for kind in Kind}
-        self._record_counter = {event: self.metrics.records.labels(event.value)
-                                for event in Event}
+        self._record_counter = {event: self.metrics.records.labels(event.value) for event in Event}
 
     # lifecycle
 
@@ -490,9 +518,13 @@ class FlowService:
         inode = netns_inode(options.netns)
         groups = CTNETLINK_GROUPS if options.update_events else GROUP_NEW | GROUP_DESTROY
         self._sockets = open_netlink(options.netns, options.buffer_size, groups=groups)
-        self.table = FlowTable(curve=options.curve, netns=inode, started_ns=time.time_ns(),
-                               netns_name=options.netns or "",
-                               max_flows=options.max_flows or DEFAULT_MAX_FLOWS)
+        self.table = FlowTable(
+            curve=options.curve,
+            netns=inode,
+            started_ns=time.time_ns(),
+            netns_name=options.netns or "",
+            max_flows=options.max_flows or DEFAULT_MAX_FLOWS,
+        )
         try:
             await self.start_sinks()
         except BaseException:
@@ -508,8 +540,7 @@ class FlowService:
         for state in self.sinks:
             self.metrics.add_sink(state.spec.name)
             # Read at scrape time: no gauge update per record on the hot path.
-            self.metrics.queue_depth.labels(state.spec.name).set_function(
-                _length_of(state.queue))
+            self.metrics.queue_depth.labels(state.spec.name).set_function(_length_of(state.queue))
             writer = _writer(state.spec, self.stdout)
             await writer.start()
             self._writers[state.spec.name] = writer
@@ -563,8 +594,9 @@ class FlowService:
         try:
             await site.start()
         except OSError as exc:
-            raise SystemSetupError(f"cannot listen on {address} for metrics: "
-                                   f"{exc.strerror}") from None
+            raise SystemSetupError(
+                f"cannot listen on {address} for metrics: {exc.strerror}"
+            ) from None
         sockets = getattr(site._server, "sockets", None) or []
         bound = sockets[0].getsockname() if sockets else (host, port)
         self.metrics_address = (bound[0], bound[1])
@@ -584,8 +616,10 @@ class FlowService:
                 return
             self.lost_events += 1
             self.metrics.lost.inc()
-            log.warning("netlink receive buffer overrun (ENOBUFS): conntrack events were lost; "
-                        "dumping the table now (raise --buffer-size to avoid this)")
+            log.warning(
+                "netlink receive buffer overrun (ENOBUFS): conntrack events were lost; "
+                "dumping the table now (raise --buffer-size to avoid this)"
+            )
             self._dump_now.set()
 
     def feed(self, data: bytes, now: int) -> None:
@@ -720,8 +754,13 @@ class FlowService:
                 if retry and attempt >= MAX_ATTEMPTS:
                     state.dropped_failed += len(retry)
                     self.metrics.dropped.labels(name, "write_failed").inc(len(retry))
-                    log.warning("sink %s: %d records dropped after %d attempts: %s",
-                                name, len(retry), attempt, error)
+                    log.warning(
+                        "sink %s: %d records dropped after %d attempts: %s",
+                        name,
+                        len(retry),
+                        attempt,
+                        error,
+                    )
                     retry = []
                 batch = retry
                 if batch:
@@ -741,22 +780,38 @@ class FlowService:
             "undecoded": self.undecoded,
             "dumps": self.dumps,
             "tracked": len(self.table) if self.table else 0,
-            "sinks": {s.spec.name: {"sent": s.sent, "queued": len(s.queue),
-                                    "dropped_queue_full": s.dropped_full,
-                                    "dropped_write_failed": s.dropped_failed}
-                      for s in self.sinks},
+            "sinks": {
+                s.spec.name: {
+                    "sent": s.sent,
+                    "queued": len(s.queue),
+                    "dropped_queue_full": s.dropped_full,
+                    "dropped_write_failed": s.dropped_failed,
+                }
+                for s in self.sinks
+            },
         }
 
 
-def snapshot_records(entries: list[Conntrack], netns: int, netns_name: str,
-                     now_ns: int) -> list[FlowRecord]:
+def snapshot_records(
+    entries: list[Conntrack], netns: int, netns_name: str, now_ns: int
+) -> list[FlowRecord]:
     """`dump`: one record per table entry, as they stand."""
     return [
-        FlowRecord(event=Event.UPDATE, flow_id=ct.id, time_ns=now_ns, start_ns=ct.start_ns,
-                   stop_ns=None, orig=ct.orig, reply=ct.reply, tcp_state=ct.tcp_state,
-                   zone=ct.zone, mark=ct.mark or 0,
-                   counters_orig=ct.counters_orig or Counters(),
-                   counters_reply=ct.counters_reply or Counters(),
-                   netns=netns, netns_name=netns_name)
+        FlowRecord(
+            event=Event.UPDATE,
+            flow_id=ct.id,
+            time_ns=now_ns,
+            start_ns=ct.start_ns,
+            stop_ns=None,
+            orig=ct.orig,
+            reply=ct.reply,
+            tcp_state=ct.tcp_state,
+            zone=ct.zone,
+            mark=ct.mark or 0,
+            counters_orig=ct.counters_orig or Counters(),
+            counters_reply=ct.counters_reply or Counters(),
+            netns=netns,
+            netns_name=netns_name,
+        )
         for ct in entries
     ]

@@ -148,9 +148,7 @@ class FlowTable:
 
     def _first_in_dump(self, ct: Conntrack, now_ns: int) -> list[FlowRecord]:
         packets = (ct.counters_orig or _ZERO).packets + (ct.counters_reply or _ZERO).packets
-        alive_before = (
-            ct.start_ns < self.started_ns if ct.start_ns is not None else packets > 1
-        )
+        alive_before = ct.start_ns < self.started_ns if ct.start_ns is not None else packets > 1
         if alive_before:
             origin = max(0, (ct.start_ns or now_ns) - self.curve.backdate_ns)
             origin = min(origin, now_ns - self.curve.backdate_ns)
@@ -215,9 +213,9 @@ class FlowTable:
                 stop_ns=ct.stop_ns,
                 orig=ct.orig,
                 reply=ct.reply or (flow.reply if flow else None),
-                tcp_state=ct.tcp_state if ct.tcp_state is not None else (
-                    flow.tcp_state if flow else None
-                ),
+                tcp_state=ct.tcp_state
+                if ct.tcp_state is not None
+                else (flow.tcp_state if flow else None),
                 zone=ct.zone,
                 mark=ct.mark if ct.mark is not None else (flow.mark if flow else 0),
                 counters_orig=ct.counters_orig or (flow.counters_orig if flow else _ZERO),
@@ -262,7 +260,8 @@ class FlowTable:
         # A dump begun after a DESTROY cannot contain that flow any more; keep
         # tombstones one dump longer for DESTROY events still unread.
         self._tombstones = {
-            k: t for k, t in self._tombstones.items()
+            k: t
+            for k, t in self._tombstones.items()
             if self._previous_dump_ns is None or t >= self._previous_dump_ns
         }
         self._previous_dump_ns = started
