@@ -505,8 +505,14 @@ class _Run:
 
     async def _stop_all(self) -> list[CaptureStats | BaseException]:
         started = [handle for handle in self.handles if handle.capture.started_at is not None]
+        # A handle whose marker came back has handed over everything sent before
+        # it: no need to wait for the kernel to retire a partly filled block.
         outcomes = await asyncio.gather(
-            *(handle.capture.stop() for handle in started), return_exceptions=True
+            *(
+                handle.capture.stop(drain=not handle.output.marker_seen.is_set())
+                for handle in started
+            ),
+            return_exceptions=True,
         )
         return list(outcomes)
 

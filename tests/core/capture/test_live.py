@@ -61,6 +61,27 @@ def test_armed_capture_holds_every_packet_sent_after_start(tmp_path: Path) -> No
     assert not part_path(path).exists()
 
 
+def test_stop_without_drain_skips_the_buffer_timeout_wait(tmp_path: Path) -> None:
+    """drain=False: no wait for the kernel to retire a partly filled block (what a
+    caller that saw its marker packet wants); with the default the wait is there."""
+    path = tmp_path / "out.pcap"
+
+    async def stop_time(drain: bool) -> float:
+        with udp_sink() as port:
+            capture = LiveCapture(
+                CaptureSpec(interface="lo", filter=f"udp dst port {port}", buffer_timeout_ms=800),
+                PcapFileOutput(path),
+            )
+            capture.start()
+            send_udp(port, 3)
+            started = time.monotonic()
+            await capture.stop(drain=drain)
+            return time.monotonic() - started
+
+    assert asyncio.run(stop_time(drain=True)) >= 0.8
+    assert asyncio.run(stop_time(drain=False)) < 0.5
+
+
 def test_count_stops_exactly(tmp_path: Path) -> None:
     path = tmp_path / "out.pcap"
 

@@ -110,8 +110,15 @@ class LiveCapture:
             raise CaptureError("capture not started")
         await asyncio.shield(self._done)
 
-    async def stop(self) -> CaptureStats:
-        """Drain, close everything, return the final stats. Idempotent."""
+    async def stop(self, *, drain: bool = True) -> CaptureStats:
+        """Drain, close everything, return the final stats. Idempotent.
+
+        Args:
+            drain: wait up to the buffer timeout for a partly filled ring block
+                to be handed over. A caller that already knows everything it
+                needs was delivered (it saw a marker packet sent last) passes
+                False and saves that wait; what the ring holds is still read.
+        """
         if self._final is not None:
             return self._final
         handle = self._handle
@@ -119,7 +126,8 @@ class LiveCapture:
             raise CaptureError("capture not started")
         try:
             if (
-                self._done is not None
+                drain
+                and self._done is not None
                 and not self._done.done()
                 and not handle.closed
                 and handle.stats().received > 0
@@ -130,6 +138,7 @@ class LiveCapture:
                 await asyncio.wait(
                     [self._done], timeout=self.spec.buffer_timeout_ms / 1000 + DRAIN_MARGIN_S
                 )
+            if not handle.closed:
                 self._dispatch()
         finally:
             try:
