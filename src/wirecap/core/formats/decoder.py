@@ -279,6 +279,8 @@ class CaptureDecoder:
         return None if ready else NEED_DATA
 
     def _pcapng_block(self) -> Event | NeedData | None:
+        if self._plain_epbs():
+            return None
         buf, pos = self._buf, self._pos
         available = len(buf) - pos
         if available < _BLOCK_HEADER_LEN:
@@ -324,8 +326,61 @@ class CaptureDecoder:
         self._pos = end
         return event
 
+    def _plain_epbs(self) -> bool:
+        """Decode a run of plain EPBs (no options) into the ready queue; False if none.
+
+        EPBs are nearly every block of a capture. This loop reads one after
+        the other with a single unpack each, as `_pcap_record` does for pcap,
+        and leaves everything else (other blocks, EPBs with options, and any
+        block a check fails on, so the error is raised where it always was) to
+        the general path, one block at a time.
+        """
+        section = self._section
+        if section is None:
+            return False
+        buf, pos = self._buf, self._pos
+        size = len(buf)
+        head = _EPB_HEAD[section.byte_order].unpack_from
+        trailer_at = _U32[section.byte_order].unpack_from
+        clocks = section.clocks
+        interfaces = len(clocks)
+        append = self._ready.append
+        start = pos
+        for _ in range(_PCAP_BATCH):
+            if pos + _EPB_HEAD_LEN > size:
+                break
+            block_type, total, interface_id, ts_high, ts_low, caplen, orig_len = head(buf, pos)
+            end = pos + total
+            data_end = pos + _EPB_HEAD_LEN + caplen
+            if (
+                block_type != pcapng.BLOCK_EPB
+                or total > pcapng.MAX_BLOCK_LEN
+                or end > size
+                or interface_id >= interfaces
+                # whole, no options: data, padding to 32 bits, trailing length
+                or data_end + (-caplen & 3) + 4 != end
+                or trailer_at(buf, end - 4)[0] != total
+            ):
+                break
+            clock = clocks[interface_id]
+            ticks = ts_high << 32 | ts_low
+            if clock.units_per_second == _NS_PER_SECOND:
+                ts_ns = ticks + clock.offset_ns
+            else:
+                ts_ns = clock.to_ns(ticks)
+            append(
+                Packet(ts_ns, bytes(buf[pos + _EPB_HEAD_LEN : data_end]), orig_len, interface_id)
+            )
+            pos = end
+        self._pos = pos
+        return pos != start
+
 
 _U32: Final = {order: struct.Struct(order + "I") for order in ("<", ">")}
+# An EPB's block header and fixed body fields (§4.3), read in one unpack.
+_EPB_HEAD: Final = {order: struct.Struct(order + "7I") for order in ("<", ">")}
+_EPB_HEAD_LEN: Final = 28
+_NS_PER_SECOND: Final = 1_000_000_000
 
 # The state table: which step decodes the input in each state.
 _STEP_NAMES: Final = {
