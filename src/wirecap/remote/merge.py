@@ -42,8 +42,10 @@ from wirecap.core.formats.record_merge import (
     MAX_SOURCES,
     NATIVE,
     PcapFile,
+    PcapngFile,
     RecordMerge,
     SourceFailed,
+    pcapng_copyable,
 )
 from wirecap.core.formats.records import (
     DEFAULT_SNAPLEN,
@@ -93,6 +95,8 @@ MAX_PCAP_SNAPLEN = DEFAULT_SNAPLEN
 _FILE_BATCH = 4096
 
 Format = Literal["pcap", "pcapng"]
+#: A pcapng file starts with its SHB's block type (a byte-order palindrome).
+_PCAPNG_MAGIC = bytes.fromhex("0a0d0d0a")
 #: The four pcap magics as they appear on disk (µs/ns × either byte order).
 _PCAP_MAGICS = frozenset(
     magic.to_bytes(4, order)
@@ -600,29 +604,41 @@ def _merge_files(merge: _Merge, sources: Sequence[FileSource]) -> None:
     output.finish()
 
 
-def _all_pcap(sources: Sequence[FileSource]) -> bool:
-    """Whether no file is known to be anything but pcap (unreadable ones fail later)."""
+def _copyable(sources: Sequence[FileSource], file_format: Format) -> bool:
+    """Whether `RecordMerge` can take every file (unreadable ones fail in it later).
+
+    pcap files always; pcapng files for pcapng output when `pcapng_copyable`
+    says so (one little-endian section of blocks it can copy or pass on).
+    """
+    if not NATIVE or len(sources) > MAX_SOURCES:
+        return False
     for source in sources:
         try:
             with open(source.path, "rb") as file:
                 magic = file.read(4)
+                if len(magic) < 4 or magic in _PCAP_MAGICS:
+                    continue
+                if magic != _PCAPNG_MAGIC or file_format != "pcapng":
+                    return False
+                if not os.fstat(file.fileno()).st_size:
+                    return False
+                with mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as view:
+                    if not pcapng_copyable(view):
+                        return False
         except OSError:
             continue
-        if len(magic) == 4 and magic not in _PCAP_MAGICS:
-            return False
     return True
 
 
-def _merge_pcap_files(merge: _Merge, sources: Sequence[FileSource]) -> None:
-    """Every source is a pcap file: the k-way merge copying record bytes (`RecordMerge`).
+def _merge_by_copy(merge: _Merge, sources: Sequence[FileSource]) -> None:
+    """The k-way merge copying record bytes (`RecordMerge`), when `_copyable` allows it.
 
-    Same order, counts and per-file errors as `_merge_files`, several times
+    Same order, counts and per-file errors as `_merge_files`, many times
     faster: records are not decoded into packets and encoded again.
     """
     output = merge.output
-    files: list[PcapFile] = []
+    files: list[PcapFile | PcapngFile] = []
     indexes: list[int] = []
-    interfaces: list[Interface] = []
     first: Interface | None = None
     with contextlib.ExitStack() as stack:
         for index, source in enumerate(sources):
@@ -633,10 +649,14 @@ def _merge_pcap_files(merge: _Merge, sources: Sequence[FileSource]) -> None:
                     size = os.fstat(file.fileno()).st_size
                     if size < FILE_HEADER_LEN:
                         raise TruncatedError(
-                            f"{path}: capture ended inside the pcap file header ({size} bytes)"
+                            f"{path}: capture ended inside the file header ({size} bytes)"
                         )
                     buffer = mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ)
                 stack.callback(_close_quietly, buffer)
+                if buffer[:4] == _PCAPNG_MAGIC:
+                    files.append(PcapngFile(buffer))
+                    indexes.append(index)
+                    continue
                 header = decode_file_header(buffer[:FILE_HEADER_LEN])
             except OSError as exc:
                 merge._failed(index, _describe(exc))
@@ -644,25 +664,28 @@ def _merge_pcap_files(merge: _Merge, sources: Sequence[FileSource]) -> None:
             except DecodeError as exc:
                 merge._failed(index, str(exc) if str(path) in str(exc) else f"{path}: {exc}")
                 continue
-            label = output.labels[index]
-            interface = replace(header.interface(), name=label, description=label)
             if output.file_format == "pcap":
-                problem = _pcap_output_problem(interface, first)
+                problem = _pcap_output_problem(header.interface(), first)
                 if problem is not None:
                     merge._failed(index, problem)
                     continue
-                first = first or interface
+                first = first or header.interface()
             files.append(PcapFile(buffer, header))
             indexes.append(index)
-            interfaces.append(interface)
         if not files:
             output.finish()
             return
+
+        def rename(source: int, interface: Interface) -> Interface:
+            # As the decoding merge names them: LABEL[:IFACE], the label in front
+            # of the description.
+            label = output.labels[indexes[source]]
+            name = f"{label}:{interface.name}" if interface.name else label
+            text = label if interface.description is None else f"{label}: {interface.description}"
+            return replace(interface, name=name, description=text)
+
         records = RecordMerge(
-            files,
-            output=output.file_format,
-            interfaces=interfaces,
-            snaplen=MAX_PCAP_SNAPLEN,
+            files, output=output.file_format, rename=rename, snaplen=MAX_PCAP_SNAPLEN
         )
         stopped = False
         for item in records:
@@ -678,7 +701,7 @@ def _merge_pcap_files(merge: _Merge, sources: Sequence[FileSource]) -> None:
             status = merge.status[index]
             status.packets, status.bytes = stats.packets, stats.bytes
             status.done = status.error is None and not stopped
-        del records  # its numpy views of the mmaps must go before the mmaps close
+        del records  # its views of the mmaps must go before the mmaps close
 
 
 def _close_quietly(buffer: mmap.mmap) -> None:
@@ -738,8 +761,8 @@ def merge(
                 for signum in (signal.SIGINT, signal.SIGTERM)
             }
             try:
-                if NATIVE and len(files) <= MAX_SOURCES and _all_pcap(files):
-                    _merge_pcap_files(run, files)
+                if _copyable(files, options.file_format):
+                    _merge_by_copy(run, files)
                 else:
                     _merge_files(run, files)
             except _OutputClosed:

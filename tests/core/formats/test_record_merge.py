@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import mmap
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -12,15 +13,25 @@ from hypothesis import strategies as st
 from wirecap.core.formats.decoder import CaptureDecoder
 from wirecap.core.formats.merge import merge_packets
 from wirecap.core.formats.pcap import MAX_CAPLEN, PcapEncoder, decode_file_header
+from wirecap.core.formats.pcapng import PcapngEncoder
 from wirecap.core.formats.record_merge import (
     MAX_SOURCES,
     NATIVE,
     PcapFile,
+    PcapngFile,
     RecordMerge,
     SourceFailed,
     SourceStats,
+    pcapng_copyable,
 )
-from wirecap.core.formats.records import Interface, Packet, SectionStart
+from wirecap.core.formats.records import (
+    SECRETS_TLS_KEY_LOG,
+    DecryptionSecrets,
+    Interface,
+    InterfaceStatistics,
+    Packet,
+    SectionStart,
+)
 from wirecap.errors import DecodeError, LimitExceededError, TruncatedError
 
 ETH = Interface(linktype=1, snaplen=65535)
@@ -64,13 +75,38 @@ def _prefix(data: bytes) -> list[Packet]:
     return packets
 
 
+def _source(data: bytes) -> PcapFile | PcapngFile:
+    return (
+        PcapngFile(data)
+        if data[:4] == b"\x0a\x0d\x0d\x0a"
+        else PcapFile(data, decode_file_header(data))
+    )
+
+
+def _pcapng(per_interface: list[list[Packet]], extra: bytes = b"") -> bytes:
+    """A little-endian pcapng file: one IDB per list, then the packets in order of time,
+    with `extra` (other blocks) after the first packet."""
+    encoder = PcapngEncoder("<")
+    out = [encoder.section_header()]
+    out += [encoder.interface(Interface(1, name=f"if{i}")) for i in range(len(per_interface))]
+    merged = sorted(
+        (p._replace(interface_id=i) for i, ps in enumerate(per_interface) for p in ps),
+        key=lambda p: p.ts_ns,
+    )
+    for number, packet in enumerate(merged):
+        out.append(encoder.packet(packet))
+        if number == 0:
+            out.append(extra)
+    return b"".join(out)
+
+
 def _merge(
     files: list[bytes], output: str, block: int
 ) -> tuple[bytes, list[SourceFailed], list[SourceStats]]:
     merge = RecordMerge(
-        [PcapFile(data, decode_file_header(data)) for data in files],
+        [_source(data) for data in files],
         output=output,  # type: ignore[arg-type]
-        interfaces=[Interface(1, name=f"s{i}") for i in range(len(files))],
+        rename=lambda index, interface: replace(interface, name=f"s{index}"),
         block_records=block,
     )
     chunks: list[bytes | bytearray] = []
@@ -151,6 +187,116 @@ def test_same_packets_and_order_as_the_decoding_merge(
         assert isinstance(others[0], SectionStart)
 
 
+@given(
+    sources=st.lists(
+        st.tuples(source_st, st.booleans(), st.booleans(), damage_st),
+        min_size=1,
+        max_size=4,
+    ),
+    block=st.integers(1, 9),
+)
+def test_pcapng_sources_same_as_the_decoding_merge(
+    sources: list[tuple[list[tuple[int, int]], bool, bool, str]], block: int
+) -> None:
+    """pcapng files (two interfaces, comments, NRB/DSB/ISB between packets) mixed
+    with pcap files: the same packets, comments and order as decoding them."""
+    encoder = PcapngEncoder("<")
+    files: list[bytes] = []
+    for index, (steps, as_pcapng, commented, damage) in enumerate(sources):
+        ts, packets = BASE, []
+        for number, (step, size) in enumerate(steps):
+            ts += step * 1000
+            comment = f"note {number}" if commented and number % 2 else None
+            packets.append(Packet(ts, bytes([index, number]) + bytes(size), 60 + size, 0, comment))
+        if as_pcapng:
+            extra = encoder.secrets(DecryptionSecrets(SECRETS_TLS_KEY_LOG, b"CLIENT_RANDOM x y\n"))
+            extra += encoder.statistics(InterfaceStatistics(interface_id=0, ts_ns=BASE))
+            data = _pcapng([packets[0::2], packets[1::2]], extra)
+            # the decoder sorts nothing: keep each interface's packets in file order
+        else:
+            data = _encode([p._replace(comment=None) for p in packets], nanosecond=True, order="<")
+        if damage == "cut" and packets:
+            data = data[:-1]
+        elif damage == "cut-header":
+            data += b"\x00" * 7
+        elif damage == "huge" and as_pcapng:
+            data += (6).to_bytes(4, "little") + (1 << 30).to_bytes(4, "little") + bytes(24)
+        elif damage == "huge":  # a pcap record header claiming too many bytes
+            data += bytes(8) + (MAX_CAPLEN + 1).to_bytes(4, "little") + bytes(8)
+        files.append(data)
+    expected = [p for _, p in merge_packets([_prefix(data) for data in files])]
+    merged, failures, stats = _merge(files, "pcapng", block)
+    got, others = _decode(merged)
+    assert [(p.ts_ns, p.data, p.orig_len, p.comment) for p in got] == [
+        (p.ts_ns, p.data, p.orig_len, p.comment) for p in expected
+    ]
+    assert {f.source for f in failures} == {
+        i
+        for i, (steps, _k, _c, damage) in enumerate(sources)
+        if damage != "none" and (damage != "cut" or steps)
+    }
+    assert [s.packets for s in stats] == [len(_prefix(d)) for d in files]
+    names = [e.name for e in others if isinstance(e, Interface)]
+    assert all(names[p.interface_id] == f"s{p.data[0]}" for p in got)
+    secrets = [e for e in others if isinstance(e, DecryptionSecrets)]
+    assert len(secrets) == sum(
+        1
+        for data, (steps, as_pcapng, _c, _d) in zip(files, sources, strict=True)
+        if as_pcapng and _prefix(data)
+    )
+
+
+def test_pcapng_timestamps_in_other_units_become_nanoseconds() -> None:
+    """An IDB with if_tsresol 6 (µs) and if_tsoffset: EPB ticks are converted."""
+    idb_body = (
+        (1).to_bytes(2, "little")
+        + bytes(2)
+        + (65535).to_bytes(4, "little")
+        + (9).to_bytes(2, "little")
+        + (1).to_bytes(2, "little")
+        + b"\x06\x00\x00\x00"
+        + (14).to_bytes(2, "little")
+        + (8).to_bytes(2, "little")
+        + (100).to_bytes(8, "little")
+        + bytes(4)
+    )
+    idb = _block(1, idb_body)
+    ticks = 1_700_000_000_123_456
+    epb = _block(
+        6,
+        bytes(4)
+        + (ticks >> 32).to_bytes(4, "little")
+        + (ticks & 0xFFFFFFFF).to_bytes(4, "little")
+        + (4).to_bytes(4, "little")
+        + (60).to_bytes(4, "little")
+        + b"abcd",
+    )
+    data = PcapngEncoder("<").section_header() + idb + epb
+    merged, failures, _stats = _merge([data], "pcapng", 4)
+    got, _ = _decode(merged)
+    assert not failures
+    assert [p.ts_ns for p in got] == [ticks * 1000 + 100 * 1_000_000_000]
+    assert [p.ts_ns for p in got] == [p.ts_ns for p in _prefix(data)]
+
+
+def _block(block_type: int, body: bytes) -> bytes:
+    total = 12 + len(body)
+    length = total.to_bytes(4, "little")
+    return block_type.to_bytes(4, "little") + length + body + length
+
+
+def test_copyable_pcapng_files() -> None:
+    plain = _pcapng([[Packet(BASE, b"x", 1)]])
+    assert pcapng_copyable(plain)
+    big_endian = PcapngEncoder(">").section_header()
+    assert not pcapng_copyable(big_endian)
+    two_sections = plain + PcapngEncoder("<").section_header()
+    assert not pcapng_copyable(two_sections)
+    with_spb = plain + PcapngEncoder("<").simple_packet(Packet(BASE, b"y", 1))
+    assert not pcapng_copyable(with_spb)
+    assert not pcapng_copyable(b"\x0a\x0d\x0d\x0a")
+
+
 def test_ties_across_block_boundaries_keep_the_source_order() -> None:
     # Source 0 holds one timestamp for longer than a block: its records must all
     # come before source 1's equal ones, whichever block they were scanned in.
@@ -194,8 +340,8 @@ def test_refuses_what_it_cannot_write() -> None:
     sll = PcapEncoder(Interface(linktype=113)).header()
     with pytest.raises(ValueError, match="one link type"):
         RecordMerge([PcapFile(d, decode_file_header(d)) for d in (eth, sll)], output="pcap")
-    with pytest.raises(ValueError, match="one Interface per file"):
-        RecordMerge([PcapFile(eth, decode_file_header(eth))], output="pcapng")
+    with pytest.raises(ValueError, match="pcap files only"):
+        RecordMerge([PcapngFile(_pcapng([[]]))], output="pcap")
 
 
 def test_the_c_loops_are_built() -> None:
