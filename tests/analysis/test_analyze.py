@@ -35,6 +35,7 @@ from wirecap.analysis import (
     IcmpKind,
     Report,
     Side,
+    SpuriousCause,
     Vantage,
     Verdict,
     analyze_file,
@@ -65,6 +66,7 @@ GOLDEN: dict[str, tuple[Verdict, tuple[Verdict, ...]]] = {
     "heavy_loss": (Verdict.HEAVY_LOSS, (Verdict.COMPLETED_NORMALLY,)),
     "zero_window": (Verdict.ZERO_WINDOW_STALL, (Verdict.COMPLETED_NORMALLY,)),
     "slow_handshake": (Verdict.SLOW_HANDSHAKE, (Verdict.COMPLETED_NORMALLY,)),
+    "spurious_retransmission": (Verdict.COMPLETED_NORMALLY, ()),
     "truncated": (Verdict.TRUNCATED, ()),
 }
 
@@ -116,6 +118,22 @@ def test_golden_facts() -> None:
     loss = golden("heavy_loss").connections[0]
     assert len(loss.client_data.retransmissions) == 24  # the README's count for this run
     assert len(loss.server_data.duplicate_acks) == 2  # tshark: Duplicate ACK (#1) × 2
+    # tshark: "D-SACK Sequence" in frames 194 and 397, each right after a resend of the
+    # same range whose original had already arrived.
+    dsacked = [
+        r.packet
+        for r in loss.client_data.retransmissions
+        if r.spurious_cause is SpuriousCause.DSACK
+    ]
+    assert dsacked == [193, 396]
+    # The origin's ACK of the request was dropped: the client resent the request (#5)
+    # and the origin answered with a D-SACK (#6) for the bytes it already had.
+    spurious = golden("spurious_retransmission").connections[0]
+    (resend,) = spurious.client_data.retransmissions
+    assert (resend.packet, resend.seq, resend.spurious_cause) == (5, 1, SpuriousCause.DSACK)
+    assert [(r.packet, r.blocks, r.dsack) for r in spurious.server_data.sack] == [
+        (6, ((1, 37),), True)
+    ]
     normal = golden("normal").connections[0]
     assert normal.server_data.largest_segment == 21082  # a GSO super-segment
     assert normal.server_data.full_size_segments == 4

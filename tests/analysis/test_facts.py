@@ -24,6 +24,7 @@ from wirecap.analysis import (
     Retransmission,
     RoleSource,
     Side,
+    SpuriousCause,
     ZeroWindow,
 )
 
@@ -173,7 +174,7 @@ class TestRetransmissions:
         s.ack(CLIENT, 310)
         c = only(s.analyze())
         (r,) = c.server_data.retransmissions
-        assert r == Retransmission(7, 300 * MS, 1449, 1448, True, False, True, False)
+        assert r == Retransmission(7, 300 * MS, 1449, 1448, True, None, True, False)
         assert c.server_data.retransmitted_bytes == 1448
         assert c.server_data.unique_bytes == 3 * 1448
         assert c.server_data.payload_bytes == 4 * 1448
@@ -186,6 +187,114 @@ class TestRetransmissions:
         s.data(SERVER, 1448, 300, seq=s.isn[SERVER] + 1)
         (r,) = only(s.analyze()).server_data.retransmissions
         assert r.spurious and r.original_seen
+
+    def test_resend_reported_by_a_dsack_below_the_ack_is_spurious(self) -> None:
+        # The second segment is overtaken by the third (reordering); the sender resends
+        # it before any ACK, then the original arrives and the receiver's cumulative
+        # ACK carries the resent range as a D-SACK block below it (RFC 2883 §4.1.1).
+        s = Script()
+        s.handshake()
+        first = s.isn[SERVER] + 1
+        download(s, 3)
+        s.data(SERVER, 1448, 300, seq=first + 1448)
+        s.ack(CLIENT, 310, options=sack_option([(first + 1448, first + 2896)]))
+        c = only(s.analyze())
+        (r,) = c.server_data.retransmissions
+        assert (r.seq, r.spurious_cause, r.spurious) == (1449, SpuriousCause.DSACK, True)
+        assert [(x.blocks, x.dsack) for x in c.client_data.sack] == [(((1449, 2897),), True)]
+
+    def test_dsack_inside_the_second_block_marks_that_resend_only(self) -> None:
+        # The second segment is lost; the third and fourth arrive and are SACKed. The
+        # sender needlessly resends the third as well: the receiver reports it as a
+        # D-SACK block inside its second block, above the ACK (RFC 2883 §4.2.1).
+        s = Script()
+        s.handshake()
+        first = s.isn[SERVER] + 1
+        download(s, 4)
+        s.ack(CLIENT, 21, upto=first + 1448)
+        s.ack(CLIENT, 21.1, upto=first + 1448, options=sack_option([(first + 2896, first + 5792)]))
+        s.data(SERVER, 1448, 250, seq=first + 2896)  # needless: the third arrived
+        s.ack(
+            CLIENT,
+            260,
+            upto=first + 1448,
+            options=sack_option([(first + 2896, first + 4344), (first + 2896, first + 5792)]),
+        )
+        s.data(SERVER, 1448, 270, seq=first + 1448)  # the lost one
+        s.ack(CLIENT, 280)
+        c = only(s.analyze())
+        needless, lost = c.server_data.retransmissions
+        assert [x.dsack for x in c.client_data.sack] == [False, True]
+        assert (needless.seq, needless.spurious_cause) == (2897, SpuriousCause.DSACK)
+        assert (lost.seq, lost.spurious_cause, lost.spurious) == (1449, None, False)
+
+    def test_a_sack_that_is_no_dsack_marks_nothing(self) -> None:
+        # Blocks above the ACK, the first not inside the second (RFC 2018 §4 orders
+        # them newest first): an ordinary SACK, whatever the resends.
+        s = Script()
+        s.handshake()
+        first = s.isn[SERVER] + 1
+        download(s, 5)
+        s.ack(CLIENT, 21, upto=first + 1448)
+        s.data(SERVER, 1448, 250, seq=first + 1448)
+        s.data(SERVER, 1448, 251, seq=first + 4344)
+        s.ack(
+            CLIENT,
+            260,
+            upto=first + 1448,
+            options=sack_option([(first + 4344, first + 5792), (first + 2896, first + 4344)]),
+        )
+        s.ack(CLIENT, 270)
+        c = only(s.analyze())
+        assert [(r.seq, r.spurious) for r in c.server_data.retransmissions] == [
+            (1449, False),
+            (4345, False),
+        ]
+        assert [x.dsack for x in c.client_data.sack] == [False]
+
+    def test_one_dsack_accounts_for_one_copy_of_each_range_it_covers(self) -> None:
+        s = Script()
+        s.handshake()
+        first = s.isn[SERVER] + 1
+        download(s, 3)
+        s.data(SERVER, 1448, 300, seq=first)  # the first range, resent twice
+        s.data(SERVER, 1448, 900, seq=first)
+        s.data(SERVER, 1448, 901, seq=first + 1448)  # and the second once
+        # One duplicate of each of the two ranges arrived: the newest copies are marked.
+        s.ack(CLIENT, 910, options=sack_option([(first, first + 2896)]))
+        c = only(s.analyze())
+        assert [(r.packet, r.spurious_cause) for r in c.server_data.retransmissions] == [
+            (7, None),
+            (8, SpuriousCause.DSACK),
+            (9, SpuriousCause.DSACK),
+        ]
+
+    def test_dsack_of_a_resend_already_acknowledged_keeps_its_cause(self) -> None:
+        s = Script()
+        s.handshake()
+        first = s.isn[SERVER] + 1
+        download(s, 2)
+        s.ack(CLIENT, 25)
+        s.data(SERVER, 1448, 300, seq=first + 1448)  # the late original and this resend
+        s.data(SERVER, 1448, 301, seq=first + 1448)
+        s.ack(CLIENT, 310, options=sack_option([(first + 1448, first + 2896)]))
+        c = only(s.analyze())
+        # The first resend, of acknowledged data, explains the one duplicate reported.
+        assert [r.spurious_cause for r in c.server_data.retransmissions] == [
+            SpuriousCause.ACKED,
+            SpuriousCause.ACKED,
+        ]
+
+    def test_dsack_whose_edge_starts_no_resend_matches_by_overlap(self) -> None:
+        # A GSO resend of two segments; the receiver reports the second half only.
+        s = Script()
+        s.handshake()
+        first = s.isn[SERVER] + 1
+        download(s, 3)
+        s.data(SERVER, 2896, 300, seq=first)
+        s.ack(CLIENT, 310, options=sack_option([(first + 1448, first + 2896)]))
+        (r,) = only(s.analyze()).server_data.retransmissions
+        assert r.spurious_cause is SpuriousCause.DSACK
 
     def test_quick_gap_fill_is_reordering(self) -> None:
         s = Script()

@@ -24,7 +24,7 @@ from matplotlib.image import imread
 from matplotlib.lines import Line2D
 from matplotlib.text import Text
 
-from tests.analysis.frames import bulk_capture
+from tests.analysis.frames import CLIENT, SERVER, Script, bulk_capture
 from wirecap.analysis import Connection, Report, TimeSequence, analyze_file
 from wirecap.analysis.plot import (
     DOWNSAMPLE_BINS,
@@ -50,6 +50,7 @@ ALL = (
     "heavy_loss",
     "zero_window",
     "slow_handshake",
+    "spurious_retransmission",
     "truncated",
 )
 _reports: dict[str, Report] = {}
@@ -86,6 +87,12 @@ def pixels(data: bytes) -> npt.NDArray[np.uint32]:
 
 def texts(fig: Figure) -> list[str]:
     return [t.get_text() for t in fig.findobj(Text)]
+
+
+def legend(fig: Figure) -> list[str]:
+    """The sidebar legend's entries, in order."""
+    (box,) = fig.legends
+    return [t.get_text() for t in box.get_texts()]
 
 
 def by_gid(fig: Figure, gid: str) -> list[Artist]:
@@ -145,13 +152,65 @@ def test_figure_names_the_connection_and_its_verdicts(name: str) -> None:
 def test_heavy_loss_marks_every_retransmission() -> None:
     report, connection = golden("heavy_loss")
     fig = build_figure(report, connection)
-    resent = [r for r in connection.client_data.retransmissions if not r.pmtud]
+    resends = connection.client_data.retransmissions
+    resent = [r for r in resends if not r.pmtud and not r.spurious]
     assert len(resent) >= 5
     markers = [a for a in by_gid(fig, "retransmissions") if isinstance(a, Line2D)]
     # The main panel and its zoomed inset both mark them; the main panel marks them all.
     assert max(points([m]) for m in markers) == len(resent)
-    assert "retransmission" in texts(fig)
+    # The two resends the receiver reported as duplicates (D-SACK) are marked apart.
+    spurious = [a for a in by_gid(fig, "spurious-resends") if isinstance(a, Line2D)]
+    assert max(points([m]) for m in spurious) == sum(r.spurious for r in resends) == 2
+    assert points(by_gid(fig, "dsack")) >= 2
+    assert {"retransmission", "spurious retransmission (not lost)"} <= set(legend(fig))
     assert any(t.startswith("zoom: ") for t in texts(fig))
+
+
+def test_legend_lists_only_marks_the_graph_shows() -> None:
+    report, connection = golden("normal")
+    fig = build_figure(report, connection)
+    # The window edge is drawn but lies wholly above the data (the text says "off scale").
+    assert by_gid(fig, "window-edge")
+    assert any("receive window edge off scale" in t for t in texts(fig))
+    assert legend(fig) == [
+        "ACK line (peer's cumulative ACK)",
+        "data segment (seq to seq + length)",
+        "SYN",
+        "FIN",
+    ]
+    report, connection = golden("pmtud_working")
+    shown = legend(build_figure(report, connection))
+    assert {
+        "receive window edge (ACK + window)",
+        "duplicate ACK",
+        "SACK block (reported by the peer)",
+        "re-sent smaller after ICMP too-big",
+    } <= set(shown)
+    assert "out-of-order segment (reordering)" not in shown
+
+
+def test_duplicate_acks_and_out_of_order_segments_are_marked() -> None:
+    s = Script()
+    s.handshake(rtt_ms=10)
+    first = s.isn[SERVER] + 1
+    s.data(SERVER, 1000, 20, seq=first)
+    s.data(SERVER, 1000, 20.2, seq=first + 2000)
+    s.ack(CLIENT, 20.3, upto=first + 1000)
+    s.ack(CLIENT, 20.4, upto=first + 1000)  # a duplicate: 2000 bytes still outstanding
+    s.data(SERVER, 1000, 21, seq=first + 1000)  # within the RTT: reordering
+    s.ack(CLIENT, 21.1)
+    s.close(30)
+    report = s.analyze()
+    (connection,) = report.connections
+    assert [r.packet for r in connection.client_data.duplicate_acks] == [7]
+    assert [r.packet for r in connection.server_data.out_of_order] == [8]
+    fig = build_figure(report, connection)
+    (dup,) = [a for a in by_gid(fig, "duplicate-acks") if isinstance(a, Line2D)]
+    assert list(dup.get_ydata()) == [1001]  # type: ignore[arg-type]
+    assert points(by_gid(fig, "out-of-order")) == 2  # its bar and its tick
+    shown = legend(fig)
+    assert {"duplicate ACK", "out-of-order segment (reordering)"} <= set(shown)
+    assert not {"SACK block (reported by the peer)", "retransmission"} & set(shown)
 
 
 def test_black_hole_at_the_sender_shows_unacknowledged_retransmissions() -> None:

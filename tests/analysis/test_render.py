@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.analysis.frames import CLIENT, SERVER, Script
+from tests.analysis.frames import CLIENT, SERVER, Script, sack_option
 from tests.analysis.schema_check import validate
 from tests.analysis.test_verdicts import exchange
 from wirecap.analysis import SCHEMA_VERSION, Report, render_text, schema, to_json
@@ -93,13 +93,36 @@ class TestJson:
         document = to_json(busy_report())
         json.dumps(document)  # plain JSON types only
         assert validate(document, schema()) == []
-        assert document["schema_version"] == SCHEMA_VERSION == 1
+        assert document["schema_version"] == SCHEMA_VERSION == 2
         first = document["connections"][0]
         assert first["verdict"]["verdict"] == "icmp_unreachable"
         assert first["also"][0]["verdict"] == "pmtud_black_hole"
         assert first["also"][0]["vantage"] == "sender"
         assert first["client_data"]["retransmissions"]["count"] == 3
         assert first["icmp_errors"]["items"][0]["kind"] == "unreachable"
+
+    def test_retransmissions_say_why_they_were_spurious(self) -> None:
+        s = Script()
+        s.handshake()
+        first = s.next[SERVER]
+        for i in range(3):
+            s.data(SERVER, 1448, 20 + i)
+        s.ack(CLIENT, 25, upto=first + 1448)
+        s.data(SERVER, 1448, 300, seq=first)  # already acknowledged
+        s.data(SERVER, 1448, 301, seq=first + 1448)  # reported by a D-SACK below
+        s.ack(CLIENT, 310, options=sack_option([(first + 1448, first + 2896)]))
+        report = s.analyze()
+        document = to_json(report)
+        assert validate(document, schema()) == []
+        items = document["connections"][0]["server_data"]["retransmissions"]["items"]
+        assert [(r["spurious"], r["spurious_cause"], r["pmtud"]) for r in items] == [
+            (True, "acked", False),
+            (True, "dsack", False),
+        ]
+        assert (
+            "  server resends    #8 seq 1 1,448 B full-size spurious (already acked); "
+            "#9 seq 1449 1,448 B full-size spurious (D-SACK)"
+        ) in render_text(report)
 
     def test_empty_report_is_valid(self) -> None:
         document = to_json(Script().analyze())
@@ -115,7 +138,7 @@ class TestJson:
     @pytest.mark.parametrize(
         ("path", "value"),
         [
-            (("schema_version",), 2),
+            (("schema_version",), 1),
             (("connections", 0, "verdict", "verdict"), "fine"),
             (("connections", 0, "client", "port"), 70000),
             (("connections", 0, "handshake", "syns"), "1"),

@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
-from tests.analysis.frames import ACK, CLIENT, FIN, RST, SERVER, Script
+from tests.analysis.frames import ACK, CLIENT, FIN, RST, SERVER, Script, sack_option
 from tests.analysis.test_facts import download, only
-from wirecap.analysis import RULES, Connection, Side, Thresholds, Vantage, Verdict
+from wirecap.analysis import (
+    RULES,
+    Connection,
+    Side,
+    SpuriousCause,
+    Thresholds,
+    Vantage,
+    Verdict,
+)
 
 MS = 1_000_000
 
@@ -507,6 +515,31 @@ class TestHeavyLoss:
         assert len(c.server_data.retransmissions) == 5
         assert all(r.spurious for r in c.server_data.retransmissions)
         assert Verdict.HEAVY_LOSS not in verdicts(c)
+
+    def test_resends_a_dsack_reports_are_not_loss(self) -> None:
+        # Reordering: five segments overtaken, resent before any ACK, then the originals
+        # arrive and each later ACK reports one resend as a duplicate (D-SACK).
+        def reordered(dsack: bool) -> Connection:
+            s = Script()
+            s.handshake()
+            s.data(CLIENT, 100, 20)
+            first = s.isn[SERVER] + 1
+            for i in range(50):
+                s.data(SERVER, 1448, 30 + i)
+            for i in range(5):
+                s.data(SERVER, 1448, 81 + i, seq=first + 1448 * i)
+            for i in range(5):
+                block = (first + 1448 * i, first + 1448 * (i + 1))
+                s.ack(CLIENT, 90 + i, options=sack_option([block]) if dsack else b"")
+            s.close(100)
+            return only(s.analyze())
+
+        assert Verdict.HEAVY_LOSS in verdicts(reordered(dsack=False))
+        c = reordered(dsack=True)
+        assert [r.spurious_cause for r in c.server_data.retransmissions] == [
+            SpuriousCause.DSACK
+        ] * 5
+        assert verdicts(c) == [Verdict.COMPLETED_NORMALLY]
 
     def test_thresholds_are_options(self) -> None:
         s = Script()

@@ -249,6 +249,10 @@ def _serve_slow(conn: socket.socket, report: Report) -> None:
     _serve_download(conn, report, SLOW_SIZE)
 
 
+def _serve_thinking(conn: socket.socket, report: Report) -> None:
+    _serve_download(conn, report, SLOW_SIZE, think=THINK_TIME)
+
+
 def _serve_idle(conn: socket.socket, report: Report) -> None:
     _read(conn, report)
 
@@ -486,6 +490,19 @@ def _setup_slow_handshake(net: Topology) -> None:
     # about 2 s after the first SYN, finds the bucket empty and passes. Two seconds
     # stand clear of the 1 s slow-handshake threshold.
     _forward_rules(net, f"{_SYN_TO_ORIGIN} limit rate 1/minute burst 2 packets drop")
+
+
+def _setup_lost_ack(net: Topology) -> None:
+    # One token, refilled once a minute: the origin's first bare ACK (of the request;
+    # the response waits THINK_TIME) is dropped and every later one passes. The client
+    # resends its request on a timer; the origin, which has it, answers the duplicate
+    # with a D-SACK (RFC 2883 §4): a spurious retransmission, nothing lost on the path
+    # of the data.
+    _forward_rules(
+        net,
+        f"ip saddr {ORIGIN_V4} tcp sport {PORT} tcp flags == ack "
+        "limit rate 1/minute burst 1 packets drop",
+    )
 
 
 # --------------------------------------------------------------------------- checks
@@ -778,6 +795,19 @@ def _verify_slow_handshake(c: Check) -> None:
     c.client_received(len(_response(SLOW_SIZE)))
 
 
+def _verify_spurious_retransmission(c: Check) -> None:
+    c.exactly(1, SYN)
+    c.exactly(1, f"{TO_SERVER} && {RETRANS}")
+    c.exactly(1, f"{FROM_SERVER} && tcp.options.sack.dsack")
+    resent = c.numbers(f"{TO_SERVER} && {RETRANS}")[0]
+    dsack = c.numbers(f"{FROM_SERVER} && tcp.options.sack.dsack")[0]
+    c.expect("the D-SACK follows the resend", (resent, dsack), dsack > resent)
+    c.fins_both_ways()
+    c.none(RST)
+    c.client_error(None)
+    c.client_received(len(_response(SLOW_SIZE)))
+
+
 def _verify_truncated(c: Check) -> None:
     c.exactly(TRUNCATED_COUNT, "")
     c.none("tcp.flags.syn == 1")
@@ -900,6 +930,13 @@ SCENARIOS: dict[str, Scenario] = {
             _serve_slow,
             _verify_slow_handshake,
             _setup_slow_handshake,
+        ),
+        Scenario(
+            "spurious_retransmission",
+            _client_download,
+            _serve_thinking,
+            _verify_spurious_retransmission,
+            _setup_lost_ack,
         ),
         Scenario(
             "truncated",

@@ -28,6 +28,11 @@ Rules it follows, with their sources:
   §3.8.4). Neither counts as data.
 - After an ICMP too-big, resends of earlier data that fit the new MTU are marked as path
   MTU discovery at work (RFC 8201 §5.4), so they are not taken for loss.
+- A retransmission is *spurious* when its bytes were already acknowledged when it was
+  sent, or when a later ACK from the peer reports them in a D-SACK block (RFC 2883 §4:
+  the first SACK block lies below the ACK number, or inside the second block; RFC 3708
+  §2 detects spurious retransmissions the same way). Each D-SACK block accounts for one
+  duplicate, so it marks one copy of each retransmitted range it covers.
 - Windows are scaled only when both SYNs carried the option (RFC 7323 §2.2), never on SYNs,
   with shifts above 14 taken as 14 (§2.3).
 """
@@ -35,6 +40,7 @@ Rules it follows, with their sources:
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import ipaddress
 from array import array
 from typing import Final, Literal
@@ -54,6 +60,7 @@ from wirecap.analysis.model import (
     RoleSource,
     SackReport,
     Side,
+    SpuriousCause,
     TimeSequence,
     ZeroWindow,
 )
@@ -74,6 +81,12 @@ _HALF: Final = 1 << 31
 _MAX_WINDOW_SCALE: Final = 14
 _TCP_HEADER: Final = 20
 _IP_HEADER: Final = {4: 20, 6: 40}
+#: Recent retransmissions a D-SACK block is compared with: copies of the range it
+#: starts, or, when it starts none (the receiver's duplicate has other boundaries than
+#: the resend, as GSO/GRO cause), the latest resends by overlap. The D-SACK follows its
+#: duplicate by about one round trip, so the resend is among the latest; the bound keeps
+#: a capture full of D-SACKs and resends of one range linear.
+MAX_DSACK_SCAN: Final = 32
 
 _UNREACHABLE_V4: Final = {
     0: "network unreachable",
@@ -147,6 +160,8 @@ class _Stream:
         "base",
         "covered",
         "data_segments",
+        "dsack_used",
+        "dsacked",
         "dup_acks",
         "fin",
         "first_data",
@@ -178,6 +193,7 @@ class _Stream:
         "q_start",
         "q_ts",
         "retx",
+        "retx_at",
         "retx_bytes",
         "rst",
         "rtt",
@@ -228,6 +244,12 @@ class _Stream:
         self.q_head = 0
         self.rtt: list[int] = []
         self.retx: list[Retransmission] = []
+        #: Relative sequence number → indices in `retx` of the resends starting there.
+        self.retx_at: dict[int, list[int]] = {}
+        #: Indices in `retx` a D-SACK block accounted for; `dsacked`: those it made
+        #: spurious (they were not already).
+        self.dsack_used: set[int] = set()
+        self.dsacked: set[int] = set()
         self.ooo: list[PacketRef] = []
         self.probes = 0
         self.keepalives = 0
@@ -296,6 +318,48 @@ class _Stream:
             new += hole_bytes
         self.unique += new
         return seen
+
+    def dsack(self, left: int, right: int) -> None:
+        """The peer reports bytes [left, right) received twice: mark the copies resent.
+
+        Each retransmission the block covers, starting at its left edge and following
+        resends that start where the previous one ended, accounts for one duplicate:
+        the newest copy of that range not yet accounted for. A copy already spurious
+        (already acknowledged when sent) explains the duplicate by itself.
+        """
+        used = self.dsack_used
+        retx = self.retx
+        at = left
+        found = False
+        while at < right:
+            copies = self.retx_at.get(at)
+            if not copies:
+                break
+            # The newest copy not yet accounted for, among the latest few.
+            i = next((i for i in reversed(copies[-MAX_DSACK_SCAN:]) if i not in used), -1)
+            if i < 0:
+                break
+            self._account(i)
+            found = True
+            at = retx[i].seq + retx[i].length
+        if found:
+            return
+        # No resend starts at the left edge: compare with the latest few by overlap.
+        claimed: list[tuple[int, int]] = []
+        for i in range(len(retx) - 1, max(-1, len(retx) - 1 - MAX_DSACK_SCAN), -1):
+            r = retx[i]
+            a, b = r.seq, r.seq + r.length
+            if b <= left or a >= right or i in used:
+                continue
+            if any(a < y and x < b for x, y in claimed):
+                continue  # an older copy of a range a newer one accounted for
+            claimed.append((a, b))
+            self._account(i)
+
+    def _account(self, i: int) -> None:
+        self.dsack_used.add(i)
+        if not self.retx[i].spurious:
+            self.dsacked.add(i)
 
     def flag_resent(self, a: int, b: int) -> None:
         """Karn (RFC 6298 §3): queued segments overlapping [a, b) give no RTT sample."""
@@ -520,6 +584,11 @@ def connection_facts(
                     me.covered = None
                 if seen or late:
                     acked = me.acked
+                    copies = me.retx_at.get(a)
+                    if copies is None:
+                        me.retx_at[a] = [len(me.retx)]
+                    else:
+                        copies.append(len(me.retx))
                     me.retx.append(
                         Retransmission(
                             num,
@@ -527,7 +596,7 @@ def connection_facts(
                             a,
                             length,
                             bool(seen),
-                            acked is not None and b <= acked,
+                            SpuriousCause.ACKED if acked is not None and b <= acked else None,
                             full,
                             (a < me.pmtu_until or me.pmtu_recovering) and length <= me.pmtu_limit,
                         )
@@ -598,19 +667,23 @@ def connection_facts(
                 blocks = parse_tcp_options(options[option_i][1]).sack_blocks
                 if blocks:
                     base_raw, base_rel = me.araw, me.arel
-                    me.sack.append(
-                        SackReport(
-                            num,
-                            ts,
-                            tuple(
-                                (
-                                    base_rel + ((left - base_raw + _HALF) & _M32) - _HALF,
-                                    base_rel + ((right - base_raw + _HALF) & _M32) - _HALF,
-                                )
-                                for left, right in blocks
-                            ),
+                    edges = tuple(
+                        (
+                            base_rel + ((left - base_raw + _HALF) & _M32) - _HALF,
+                            base_rel + ((right - base_raw + _HALF) & _M32) - _HALF,
                         )
+                        for left, right in blocks
                     )
+                    # D-SACK (RFC 2883 §4): the first block starts below this segment's
+                    # ACK number, or lies inside the second block. Linux's
+                    # tcp_check_dsack() decides the same way.
+                    left, right = edges[0]
+                    below_ack = arel >= 0 and left < arel
+                    in_second = len(edges) > 1 and edges[1][0] <= left and right <= edges[1][1]
+                    dsack = (below_ack or in_second) and left < right
+                    me.sack.append(SackReport(num, ts, edges, dsack))
+                    if dsack and peer.retx:
+                        peer.dsack(left, right)
             option_i += 1
             next_option_row = options[option_i][0] if option_i < len(options) else -1
 
@@ -787,7 +860,12 @@ def _direction(
         sack_permitted=sack_permitted,
         send_mss=stream.send_mss,
         max_window=stream.max_window,
-        retransmissions=tuple(stream.retx),
+        retransmissions=tuple(
+            dataclasses.replace(r, spurious_cause=SpuriousCause.DSACK) if i in stream.dsacked else r
+            for i, r in enumerate(stream.retx)
+        )
+        if stream.dsacked
+        else tuple(stream.retx),
         retransmitted_bytes=stream.retx_bytes,
         out_of_order=tuple(stream.ooo),
         zero_window_probes=stream.probes,

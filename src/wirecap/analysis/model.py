@@ -51,6 +51,7 @@ __all__ = [
     "RoleSource",
     "SackReport",
     "Side",
+    "SpuriousCause",
     "TimeSequence",
     "Vantage",
     "Verdict",
@@ -93,6 +94,17 @@ class Vantage(enum.StrEnum):
     RECEIVER = "receiver"
     #: The reasoning holds wherever on the path the capture was taken.
     EITHER = "either"
+
+
+class SpuriousCause(enum.StrEnum):
+    """How the capture shows that a retransmission was not needed (its original arrived)."""
+
+    #: The bytes had already been acknowledged when they were sent again.
+    ACKED = "acked"
+    #: A later ACK from the peer reported the bytes as received twice in a D-SACK block
+    #: (RFC 2883 §4), which is how RFC 3708 §2 detects a spurious retransmission: the
+    #: original arrived after all, typically overtaken by later segments (reordering).
+    DSACK = "dsack"
 
 
 class CloseKind(enum.StrEnum):
@@ -375,8 +387,8 @@ class Retransmission:
     #: gap long after later data arrived, so the original was lost before the capture
     #: point (the receiver's view of upstream loss).
     original_seen: bool
-    #: The bytes had already been acknowledged when they were sent again.
-    spurious: bool
+    #: Why the retransmission was not needed, when the capture shows it; None otherwise.
+    spurious_cause: SpuriousCause | None
     #: Full-size: payload ≥ the sending MSS minus the 40 bytes TCP options may take
     #: (RFC 9293 §3.7.1); GSO super-segments above the MSS count as full-size.
     full_size: bool
@@ -385,6 +397,11 @@ class Retransmission:
     #: sent when the ICMP came): path MTU discovery at work (RFC 1191 §6.5, RFC 8201
     #: §5.4), not a loss.
     pmtud: bool
+
+    @property
+    def spurious(self) -> bool:
+        """The original arrived after all (see `spurious_cause`): not a loss."""
+        return self.spurious_cause is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -395,6 +412,9 @@ class SackReport:
     time_ns: int
     #: (left, right) edges, relative in the data sender's numbering; right is exclusive.
     blocks: tuple[tuple[int, int], ...]
+    #: The first block reports bytes received twice (D-SACK, RFC 2883 §4): it lies below
+    #: the ACK number or inside the second block.
+    dsack: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,10 +8,14 @@ direction on a shared time axis; the direction that carried more data gets the l
 panel. Each panel shows:
 
 - data segments as vertical bars from seq to seq + length, with a tick at the top;
-  retransmissions in red and re-sends after an ICMP too-big in orange, circled;
-- the peer's ACK line (cumulative ACK, a step line) and receive-window edge
-  (ACK + window; only when both SYNs were seen, as windows are scaled only then);
-- SACK blocks the peer reported, zero-window probes, SYN/FIN/RST with packet numbers;
+  retransmissions in red, spurious ones (the original arrived: already acknowledged, or
+  reported by a D-SACK) in brown, re-sends after an ICMP too-big in orange, all circled;
+  out-of-order segments (a gap filled soon after: reordering) in cyan;
+- the peer's ACK line (cumulative ACK, a step line) with its duplicate ACKs marked, and
+  the receive-window edge (ACK + window; only when both SYNs were seen, as windows are
+  scaled only then);
+- SACK blocks the peer reported (D-SACK blocks, bytes received twice, in their own
+  colour), zero-window probes, SYN/FIN/RST with packet numbers;
 - zero-window periods shaded, ICMP/ICMPv6 errors as dashed vertical lines labelled with
   what they say ("ICMP frag needed, MTU 1280 ×10 from 10.201.1.1"), and a star on the
   segment each error quotes.
@@ -19,7 +23,8 @@ panel. Each panel shows:
 When most data segments fall in a small part of the time axis (a burst between long
 stalls), an inset zooms in on that burst, in a corner the graph leaves empty. A sidebar
 holds the legend, key facts per direction (bytes, segments, retransmissions, MSS, RTT,
-window) and the findings' evidence. A connection without data in either direction
+window) and the findings' evidence; it lists a mark only when the graph shows at least
+one inside the axes' limits. A connection without data in either direction
 (refused, no answer, ICMP unreachable) gets an event timeline instead: one lane per
 endpoint and per ICMP reporter, every packet marked and labelled, and the verdict's
 explanation underneath.
@@ -122,6 +127,10 @@ _PMTUD_RESEND: Final = "#ff7f0e"
 _ACK_COLOR: Final = "#2ca02c"
 _WINDOW: Final = "#c9b400"
 _SACK: Final = "#9467bd"
+_DSACK: Final = "#e377c2"
+_SPURIOUS: Final = "#8c564b"
+_OUT_OF_ORDER: Final = "#17becf"
+_DUP_ACK: Final = "#1b5e20"
 _ICMP: Final = "#c2185b"
 _ZERO_WINDOW: Final = "#f4b400"
 _ZERO_WINDOW_TEXT: Final = "#8a6d00"
@@ -352,6 +361,44 @@ def _marker(color: str, marker: str, size: float, **kw: Any) -> Line2D:
     return Line2D([], [], color=color, marker=marker, linestyle="", markersize=size, **kw)
 
 
+def _extent(xs: _Floats, lo: npt.ArrayLike, hi: npt.ArrayLike | None = None) -> _Extent:
+    """Vertical bars (or points, without `hi`) at `xs`, as rectangles in data units."""
+    low = np.asarray(lo, dtype=np.float64)
+    high = low if hi is None else np.asarray(hi, dtype=np.float64)
+    return _Extent(xs, xs, low, high)
+
+
+def _step_extent(xs: _Floats, ys: _Ints) -> _Extent:
+    """A steps-post line: its risers at each x and its runs to the next x."""
+    y = ys.astype(np.float64)
+    previous = np.concatenate((y[:1], y[:-1]))
+    run_end = np.concatenate((xs[1:], xs[-1:]))
+    return _Extent(
+        np.concatenate((xs, xs)),
+        np.concatenate((xs, run_end)),
+        np.concatenate((np.minimum(previous, y), y)),
+        np.concatenate((np.maximum(previous, y), y)),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Extent:
+    """What one kind of mark covers on one axes: rectangles x0..x1 × y0..y1 (data units)."""
+
+    x0: _Floats
+    x1: _Floats
+    y0: _Floats
+    y1: _Floats
+
+    def inside(self, ax: Axes) -> bool:
+        """Whether any of it lies within the axes' current limits."""
+        left, right = sorted(ax.get_xlim())
+        bottom, top = sorted(ax.get_ylim())
+        return bool(
+            np.any((self.x1 >= left) & (self.x0 <= right) & (self.y1 >= bottom) & (self.y0 <= top))
+        )
+
+
 @dataclass(frozen=True, slots=True)
 class _Label:
     x: float
@@ -398,6 +445,9 @@ class _Plot:
         self.span = (0.0, end)
         self.xlim = (-pad, end + pad)
         self.legend: dict[str, Artist] = {}
+        #: Legend entries known to be visible, and where the others were drawn.
+        self.shown: set[str] = set()
+        self.drawn: dict[str, list[tuple[Axes, _Extent]]] = {}
         width_in, height_in = fig.get_size_inches()
         self.width_pt = float(width_in) * 72
         self.height_pt = float(height_in) * 72
@@ -436,8 +486,25 @@ class _Plot:
         box = artist.get_window_extent(self.renderer)
         return float(box.y0) / self.fig.bbox.height - self.fy(gap_pt)
 
-    def add_legend(self, label: str, handle: Artist) -> None:
+    def add_legend(
+        self, label: str, handle: Artist, ax: Axes | None = None, where: _Extent | None = None
+    ) -> None:
+        """A legend entry for a mark drawn `where` on `ax`: listed once the limits are set
+        if any of it is inside them; without `ax`, the mark is always in view."""
         self.legend.setdefault(label, handle)
+        if ax is None or where is None:
+            self.shown.add(label)
+        else:
+            self.drawn.setdefault(label, []).append((ax, where))
+
+    def visible_legend(self) -> dict[str, Artist]:
+        """The legend entries whose marks the finished graph shows."""
+        return {
+            label: handle
+            for label, handle in self.legend.items()
+            if label in self.shown
+            or any(where.inside(ax) for ax, where in self.drawn.get(label, ()))
+        }
 
     # --- layout ------------------------------------------------------------------------
 
@@ -598,7 +665,12 @@ class _Plot:
             ax.plot(
                 xs, ys, drawstyle="steps-post", color=_ACK_COLOR, linewidth=1.6, zorder=3, gid="ack"
             )
-            self.add_legend("ACK line (peer's cumulative ACK)", _line(_ACK_COLOR, lw=1.6))
+            self.add_legend(
+                "ACK line (peer's cumulative ACK)",
+                _line(_ACK_COLOR, lw=1.6),
+                ax,
+                _step_extent(xs, ys),
+            )
             panel.xs.append(xs)
             panel.ys.append(ys.astype(np.float64))
             lows.append(float(np.min(acks[:, _ACK])))
@@ -606,38 +678,96 @@ class _Plot:
             if self.windows_known:
                 edge_xs, edge_ys = _steps(ta, acks[:, _ACK] + acks[:, _WIN], span, self.thin)
                 ax.plot(
-                    edge_xs, edge_ys, drawstyle="steps-post", color=_WINDOW, linewidth=1.2, zorder=2
+                    edge_xs,
+                    edge_ys,
+                    drawstyle="steps-post",
+                    color=_WINDOW,
+                    linewidth=1.2,
+                    zorder=2,
+                    gid="window-edge",
                 )
-                self.add_legend("receive window edge (ACK + window)", _line(_WINDOW, lw=1.2))
+                self.add_legend(
+                    "receive window edge (ACK + window)",
+                    _line(_WINDOW, lw=1.2),
+                    ax,
+                    _step_extent(edge_xs, edge_ys),
+                )
+            # Duplicate ACKs (RFC 5681 §2) where they sit on the ACK line.
+            duplicate = np.isin(acks[:, _PACKET], [r.packet for r in theirs.duplicate_acks])
+            if np.any(duplicate):
+                pick = _every(int(np.count_nonzero(duplicate)), MAX_SEGMENTS)
+                dx = ta[duplicate][pick]
+                dy = acks[duplicate][pick, _ACK]
+                ax.plot(
+                    dx,
+                    dy,
+                    linestyle="",
+                    marker="v",
+                    markersize=5,
+                    markerfacecolor="none",
+                    markeredgewidth=1.1,
+                    color=_DUP_ACK,
+                    zorder=7,
+                    gid="duplicate-acks",
+                )
+                self.add_legend(
+                    "duplicate ACK",
+                    _marker(_DUP_ACK, "v", 5, markerfacecolor="none", mew=1.1),
+                    ax,
+                    _extent(dx, dy),
+                )
 
-        # SACK blocks the peer reported about this sender's data.
+        # SACK blocks the peer reported about this sender's data; a D-SACK report's first
+        # block (bytes received twice, RFC 2883 §4) in its own colour. Drawn over the
+        # data: on a short path the ACK follows the segment so closely that it would
+        # hide them.
         if theirs.sack:
             reports = theirs.sack[_every(len(theirs.sack), MAX_SEGMENTS)]
             blocks = np.array(
-                [(self.x.one(r.time_ns), lo, hi) for r in reports for lo, hi in r.blocks],
+                [
+                    (self.x.one(r.time_ns), lo, hi, r.dsack and i == 0)
+                    for r in reports
+                    for i, (lo, hi) in enumerate(r.blocks)
+                ],
                 dtype=np.float64,
-            ).reshape(-1, 3)
-            segments = np.empty((len(blocks), 2, 2))
-            segments[:, :, 0] = blocks[:, :1]
-            segments[:, 0, 1] = blocks[:, 1]
-            segments[:, 1, 1] = blocks[:, 2]
-            ax.add_collection(
-                LineCollection(
-                    list(segments), colors=_SACK, linewidths=3, alpha=0.55, zorder=4, gid="sack"
+            ).reshape(-1, 4)
+            for twice, color, label, gid in (
+                (False, _SACK, "SACK block (reported by the peer)", "sack"),
+                (True, _DSACK, "D-SACK block (received twice)", "dsack"),
+            ):
+                kind = blocks[(blocks[:, 3] != 0) == twice]
+                if not len(kind):
+                    continue
+                segments = np.empty((len(kind), 2, 2))
+                segments[:, :, 0] = kind[:, :1]
+                segments[:, 0, 1] = kind[:, 1]
+                segments[:, 1, 1] = kind[:, 2]
+                ax.add_collection(
+                    LineCollection(
+                        list(segments), colors=color, linewidths=3, alpha=0.55, zorder=5.5, gid=gid
+                    )
                 )
-            )
-            self.add_legend("SACK block (reported by the peer)", _line(_SACK, lw=3, alpha=0.55))
+                self.add_legend(
+                    label,
+                    _line(color, lw=3, alpha=0.55),
+                    ax,
+                    _extent(kind[:, 0], kind[:, 1], kind[:, 2]),
+                )
             if len(blocks):
                 highs.append(float(np.max(blocks[:, 2])))
 
         # Data: first transmissions, retransmissions, re-sends after an ICMP too-big.
         probes = self.probes(rows, sender)
         data = (length > 0) & ~probes
-        resent_packets = [r.packet for r in mine.retransmissions if not r.pmtud]
+        lost_packets = [r.packet for r in mine.retransmissions if not r.pmtud and not r.spurious]
+        spurious_packets = [r.packet for r in mine.retransmissions if r.spurious and not r.pmtud]
         pmtud_packets = [r.packet for r in mine.retransmissions if r.pmtud]
-        resent = np.isin(packets, resent_packets) & data
-        pmtud = np.isin(packets, pmtud_packets) & data & ~resent
-        original = data & ~resent & ~pmtud
+        resent = np.isin(packets, lost_packets) & data
+        spurious = np.isin(packets, spurious_packets) & data & ~resent
+        pmtud = np.isin(packets, pmtud_packets) & data & ~resent & ~spurious
+        reordered = np.isin(packets, [r.packet for r in mine.out_of_order]) & data
+        reordered &= ~resent & ~spurious & ~pmtud
+        original = data & ~resent & ~spurious & ~pmtud & ~reordered
         if np.any(original):
             bars = _bars(
                 t[original], seq[original], seq[original] + length[original], span, self.thin
@@ -656,11 +786,50 @@ class _Plot:
                     color=_DATA,
                     zorder=5,
                 )
-            self.add_legend("data segment (seq to seq + length)", _line(_DATA, lw=1.8))
+            self.add_legend(
+                "data segment (seq to seq + length)",
+                _line(_DATA, lw=1.8),
+                ax,
+                _extent(bars[:, 0, 0], bars[:, 0, 1], bars[:, 1, 1]),
+            )
+            panel.xs += [bars[:, 0, 0], bars[:, 1, 0]]
+            panel.ys += [bars[:, 0, 1], bars[:, 1, 1]]
+        if np.any(reordered):
+            bars = _bars(
+                t[reordered], seq[reordered], seq[reordered] + length[reordered], span, self.thin
+            )
+            ax.add_collection(
+                LineCollection(
+                    list(bars), colors=_OUT_OF_ORDER, linewidths=2.4, zorder=6, gid="out-of-order"
+                )
+            )
+            tops = (seq[reordered] + length[reordered])[_every(len(bars), MAX_SEGMENTS)]
+            ax.plot(
+                t[reordered][_every(len(bars), MAX_SEGMENTS)],
+                tops,
+                linestyle="",
+                marker="s",
+                markersize=4,
+                color=_OUT_OF_ORDER,
+                zorder=6,
+                gid="out-of-order",
+            )
+            self.add_legend(
+                "out-of-order segment (reordering)",
+                _line(_OUT_OF_ORDER, lw=2.4, marker="s", markersize=4),
+                ax,
+                _extent(bars[:, 0, 0], bars[:, 0, 1], bars[:, 1, 1]),
+            )
             panel.xs += [bars[:, 0, 0], bars[:, 1, 0]]
             panel.ys += [bars[:, 0, 1], bars[:, 1, 1]]
         for mask, color, label, gid in (
             (pmtud, _PMTUD_RESEND, "re-sent smaller after ICMP too-big", "pmtud-resends"),
+            (
+                spurious,
+                _SPURIOUS,
+                "spurious retransmission (not lost)",
+                "spurious-resends",
+            ),
             (resent, _RESEND, "retransmission", "retransmissions"),
         ):
             if not np.any(mask):
@@ -695,6 +864,8 @@ class _Plot:
                     markerfacecolor="none",
                     markeredgewidth=1.6,
                 ),
+                ax,
+                _extent(bars[:, 0, 0], bars[:, 0, 1], bars[:, 1, 1]),
             )
             panel.xs.append(t[mask][pick])
             panel.ys.append(middle.astype(np.float64))
@@ -709,7 +880,9 @@ class _Plot:
                 zorder=6,
                 gid="probes",
             )
-            self.add_legend("zero-window probe", _marker(_PROBE, "d", 6))
+            self.add_legend(
+                "zero-window probe", _marker(_PROBE, "d", 6), ax, _extent(t[probes], seq[probes])
+            )
             panel.xs.append(t[probes])
             panel.ys.append(seq[probes].astype(np.float64))
         self.gaps(ax, panel, t)
@@ -817,7 +990,12 @@ class _Plot:
                 gid="gaps",
             )
         )
-        self.add_legend("sequence gap: bytes sent, not captured", _line(_MUTED, lw=1.3, ls=":"))
+        self.add_legend(
+            "sequence gap: bytes sent, not captured",
+            _line(_MUTED, lw=1.3, ls=":"),
+            ax,
+            _extent(segments[:, 0, 0], segments[:, 0, 1], segments[:, 1, 1]),
+        )
         panel.xs += [segments[:, 0, 0], segments[:, 0, 0]]
         panel.ys += [segments[:, 0, 1], segments[:, 1, 1]]
         bare = index[length[index] == 0]
@@ -833,7 +1011,12 @@ class _Plot:
                 zorder=8,
                 gid="gap-segments",
             )
-            self.add_legend("bare segment past the gap", _marker(_PROBE, "x", 7, mew=2))
+            self.add_legend(
+                "bare segment past the gap",
+                _marker(_PROBE, "x", 7, mew=2),
+                ax,
+                _extent(t[bare], seq[bare]),
+            )
             for i in bare[:_LABELS_MAX]:
                 skipped = format_bytes(int(seq[i] - before[i]))
                 panel.labels.append(
@@ -950,7 +1133,9 @@ class _Plot:
                 zorder=7,
                 gid="icmp-quoted",
             )
-            self.add_legend("segment the ICMP error quotes", _marker(_ICMP, "*", 12))
+            self.add_legend(
+                "segment the ICMP error quotes", _marker(_ICMP, "*", 12), ax, _extent(xs, ys)
+            )
             panel.xs.append(xs)
             panel.ys.append(ys)
         if main and mine:
@@ -1263,10 +1448,11 @@ class _Plot:
 
     def sidebar(self, left: float, top: float) -> None:
         y = top
-        if self.legend:
+        entries = self.visible_legend()
+        if entries:
             legend = self.fig.legend(
-                list(self.legend.values()),
-                list(self.legend),
+                list(entries.values()),
+                list(entries),
                 loc="upper left",
                 bbox_to_anchor=(left, top),
                 bbox_transform=self.fig.transFigure,

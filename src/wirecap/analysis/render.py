@@ -30,6 +30,7 @@ from wirecap.analysis.model import (
     Retransmission,
     SackReport,
     Side,
+    SpuriousCause,
     ZeroWindow,
 )
 from wirecap.analysis.units import format_bytes, format_ms, format_time
@@ -45,14 +46,22 @@ __all__ = [
     "to_json",
 ]
 
-#: Bumped when the JSON layout changes incompatibly (a field removed, renamed or retyped);
-#: new fields may appear without a bump.
-SCHEMA_VERSION: Final = 1
+#: Bumped when the JSON layout changes incompatibly (a field removed, renamed or retyped,
+#: or its meaning widened); new fields may appear without a bump.
+#: 2: a retransmission's ``spurious`` is also true when a D-SACK reported it (RFC 2883,
+#: RFC 3708); ``spurious_cause`` says which, ``pmtud`` marks path MTU discovery's resends,
+#: a SACK report's ``dsack`` its D-SACK block.
+SCHEMA_VERSION: Final = 2
 #: Items kept per growing list in JSON: enough for any tool, bounded for huge captures.
 JSON_MAX_ITEMS: Final = 1000
 #: Items listed per list in text: the first few show the pattern.
 TEXT_MAX_ITEMS: Final = 5
 _LABEL_WIDTH: Final = 18
+_SPURIOUS_TEXT: Final[dict[SpuriousCause | None, str]] = {
+    None: "",
+    SpuriousCause.ACKED: " spurious (already acked)",
+    SpuriousCause.DSACK: " spurious (D-SACK)",
+}
 T = TypeVar("T")
 _COLUMN_WIDTH: Final = 18
 
@@ -233,7 +242,8 @@ def render_connection(c: Connection) -> str:
             f"#{r.packet} seq {r.seq} {format_bytes(r.length)}"
             + (" full-size" if r.full_size else "")
             + ("" if r.original_seen else " (original unseen)")
-            + (" spurious" if r.spurious else "")
+            + _SPURIOUS_TEXT[r.spurious_cause]
+            + (" PMTUD" if r.pmtud else "")
             for r in resends[:TEXT_MAX_ITEMS]
         ]
         more = len(resends) - len(shown)
@@ -276,12 +286,19 @@ def _json_retransmission(r: Retransmission) -> dict[str, Any]:
         "length": r.length,
         "original_seen": r.original_seen,
         "spurious": r.spurious,
+        "spurious_cause": None if r.spurious_cause is None else r.spurious_cause.value,
         "full_size": r.full_size,
+        "pmtud": r.pmtud,
     }
 
 
 def _json_sack(s: SackReport) -> dict[str, Any]:
-    return {"packet": s.packet, "time_ns": s.time_ns, "blocks": [list(b) for b in s.blocks]}
+    return {
+        "packet": s.packet,
+        "time_ns": s.time_ns,
+        "blocks": [list(b) for b in s.blocks],
+        "dsack": s.dsack,
+    }
 
 
 def _json_zero_window(z: ZeroWindow) -> dict[str, Any]:

@@ -39,9 +39,10 @@ engineer came to find out), then the normal outcome, then notes:
  8    reset_by_server         the first RST after the handshake began came from the server, and
  9    reset_by_client         the connection was in use: not after both FINs with all data acked
 10    heavy_loss              in a direction, retransmissions (without a black hole's or path MTU
-                              discovery's resends, and without spurious ones of data already
-                              acknowledged) ≥ HEAVY_LOSS_RATE of the data segments, both
-                              counted in MSS units, and ≥ HEAVY_LOSS_MIN_RETRANSMISSIONS of them
+                              discovery's resends, and without spurious ones: of data already
+                              acknowledged, or reported received twice by a D-SACK) ≥
+                              HEAVY_LOSS_RATE of the data segments, both counted in MSS
+                              units, and ≥ HEAVY_LOSS_MIN_RETRANSMISSIONS of them
 11    pmtud_working           an ICMP too-big quotes a segment, and afterwards its sender sent a
                               segment that fits the MTU or its data got acknowledged past it
 12    slow_handshake          SYN to handshake end > SLOW_HANDSHAKE, or > SLOW_HANDSHAKE_RTT_FACTOR
@@ -536,8 +537,10 @@ def _heavy_loss(c: ConnectionFacts, t: Thresholds, _f: Sequence[Finding]) -> Fin
             continue
         stall = _sender_stall(c, t, side)
         # Resends that path MTU discovery made are not loss (facts: Retransmission.pmtud),
-        # nor are spurious ones: data already acknowledged when it was sent again was
-        # not lost (a reordering or timer artefact; RFC 3522, RFC 2883 D-SACK reports).
+        # nor are spurious ones (Retransmission.spurious_cause): data already
+        # acknowledged when it was sent again, or that the receiver reported getting
+        # twice in a D-SACK block (RFC 2883 §4, RFC 3708 §2), was not lost: a
+        # reordering or timer artefact.
         resends = [r for r in data.retransmissions if not r.pmtud and not r.spurious]
         if stall is not None:
             # A black hole's resends are its symptom (rule 6), not random loss.
