@@ -132,6 +132,12 @@ _II = _structs("II")
 _SHB_FIXED = _structs("IHHq")
 _IDB_FIXED = _structs("HHI")
 _EPB_FIXED = _structs("IIIII")
+# A whole option-less EPB: the 28 bytes before the data, padding and length after.
+_EPB_HEAD = _structs("7I")
+_EPB_TAIL = {
+    order: tuple(struct.Struct(f"{order}{pad}xI").pack for pad in range(4)) for order in ("<", ">")
+}
+_EPB_HEAD_AND_TAIL = 32
 _PB_FIXED = _structs("HHIIII")
 _ISB_FIXED = _structs("III")
 
@@ -542,6 +548,24 @@ class PcapngEncoder:
         high, low = self._timestamp(packet.ts_ns)
         data = packet.data
         caplen = len(data)
+        if packet.comment is None:
+            # Nearly every packet: head and tail packed whole around the bytes
+            # (§4.3 layout: block header, 5 fixed fields, data, padding, length).
+            pad = -caplen & 3
+            total = _EPB_HEAD_AND_TAIL + caplen + pad
+            return (
+                _EPB_HEAD[self._order].pack(
+                    BLOCK_EPB,
+                    total,
+                    packet.interface_id if interface_id is None else interface_id,
+                    high,
+                    low,
+                    caplen,
+                    packet.orig_len,
+                )
+                + data
+                + _EPB_TAIL[self._order][pad](total)
+            )
         fixed = _EPB_FIXED[self._order].pack(
             packet.interface_id if interface_id is None else interface_id,
             high,
