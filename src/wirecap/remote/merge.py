@@ -422,9 +422,30 @@ class _Merge:
     def _feed(self, index: int, decoder: CaptureDecoder, chunk: bytes) -> None:
         decoder.feed(chunk)
         now = self.clock()
+        # Packets go to the merger a run at a time; any other event (a new
+        # interface, a heartbeat) is handled after the packets before it.
+        packets: list[Packet] = []
         for event in decoder.events():
+            if isinstance(event, Packet):
+                packets.append(event)
+                continue
+            if packets:
+                self._packets(index, packets, now)
+                packets = []
             self._event(index, event, now)
+        if packets:
+            self._packets(index, packets, now)
         self.release(now)
+
+    def _packets(self, index: int, packets: list[Packet], now: int) -> None:
+        status = self.status[index]
+        status.packets += len(packets)
+        status.bytes += sum(len(p.data) for p in packets)
+        # Packet.data is an immutable bytes copy made by the decoder: nothing
+        # released here shares a buffer the stream goes on to reuse.
+        for packet in self.merger.push_many(index, packets, now_ns=now):
+            status.late += 1
+            self.output.packet(index, packet)  # late: written anyway, out of order
 
     def _close(self, index: int, decoder: CaptureDecoder) -> None:
         try:

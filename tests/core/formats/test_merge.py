@@ -344,3 +344,34 @@ def test_merge_writer_output_is_a_valid_pcapng_for_PcapngEncoder_round_trip() ->
         + expected.packet(_tagged(0, 0, TS))
         + expected.packet(_tagged(0, 1, TS + 1))
     )
+
+
+@given(
+    batches=st.lists(
+        st.tuples(st.integers(0, 2), st.lists(st.integers(0, 30), max_size=6)), max_size=12
+    ),
+    delay=st.sampled_from([None, 0, 5]),
+)
+def test_push_many_is_pushing_one_by_one(
+    batches: list[tuple[int, list[int]]], delay: int | None
+) -> None:
+    """A run of packets given at once ends the same as given one at a time:
+    same late packets, same releases, same counters."""
+    one, many = LiveMerger(max_delay_ns=delay), LiveMerger(max_delay_ns=delay)
+    for merger in (one, many):
+        for _ in range(3):
+            merger.add_source()
+    released_one: list[tuple[int, Packet]] = []
+    released_many: list[tuple[int, Packet]] = []
+    for now, (source, stamps) in enumerate(batches):
+        packets = [_tagged(source, i, ts) for i, ts in enumerate(stamps)]
+        late_one = [p for p in packets if one.push(source, p, now_ns=now) is PushResult.LATE]
+        assert many.push_many(source, packets, now_ns=now) == late_one
+        released_one += one.pop_ready(now_ns=now)
+        released_many += many.pop_ready(now_ns=now)
+        assert (one.watermark, one.buffered, one.late_packets) == (
+            many.watermark,
+            many.buffered,
+            many.late_packets,
+        )
+    assert released_one + one.drain() == released_many + many.drain()

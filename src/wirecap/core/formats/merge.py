@@ -213,6 +213,36 @@ class LiveMerger:
             self._arrivals.append(entry)
         return PushResult.BUFFERED
 
+    def push_many(self, source: int, packets: Sequence[Packet], *, now_ns: int) -> list[Packet]:
+        """`push` each of `packets` (in their order); returns the LATE ones.
+
+        The same as pushing them one by one, in one loop: a live merge takes a
+        whole decoded chunk of a stream at once.
+        """
+        state = self._live(source)
+        heap, arrivals = self._heap, self._arrivals
+        released = self._released_ts
+        track = self.max_delay_ns is not None
+        horizon = state.horizon
+        seq = self._seq
+        late: list[Packet] = []
+        for packet in packets:
+            ts = packet.ts_ns
+            if horizon is None or ts > horizon:
+                horizon = ts
+            if released is not None and ts < released:
+                late.append(packet)
+                continue
+            entry = _Waiting(ts, packet, now_ns)
+            seq += 1
+            heapq.heappush(heap, (ts, source, seq, entry))
+            if track:
+                arrivals.append(entry)
+        state.horizon = horizon
+        self._seq = seq
+        self.late_packets += len(late)
+        return late
+
     def advance(self, source: int, ts_ns: int) -> None:
         """Heartbeat: `source` will send nothing older than `ts_ns` from now on."""
         state = self._live(source)
