@@ -40,7 +40,7 @@ from typing import Any, ParamSpec, TypeVar
 from wirecap.core.capture.devices import CaptureDevice
 from wirecap.core.capture.handle import MemoryDumper, PcapHandle, check_filter
 from wirecap.core.capture.live import LiveCapture
-from wirecap.core.capture.outputs import BatchOutput
+from wirecap.core.capture.outputs import BatchOutput, write_all
 from wirecap.core.capture.spec import CaptureSpec
 from wirecap.core.capture.stats import CaptureStats
 from wirecap.core.formats.reader import read_file
@@ -321,13 +321,7 @@ class _MarkedPcapOutput(BatchOutput):
 
     def _on_batch(self, data: bytes) -> None:
         assert self._fd is not None
-        view = memoryview(data)
-        while view:
-            try:
-                written = os.write(self._fd, view)
-            except OSError as exc:
-                raise CaptureWriteError(f"{self.path}: write failed: {exc.strerror}") from exc
-            view = view[written:]
+        write_all(self._fd, data, self.path)
         if not self.marker_seen.is_set() and contains_marker(data, self._token):
             self.marker_seen.set()
 

@@ -30,6 +30,7 @@ __all__ = [
     "PcapFileOutput",
     "PcapngFileOutput",
     "part_path",
+    "write_all",
 ]
 
 
@@ -37,6 +38,21 @@ def part_path(path: str | os.PathLike[str]) -> Path:
     """The temporary name a capture file has while it is being written."""
     p = Path(path)
     return p.with_name(p.name + ".part")
+
+
+def write_all(fd: int, data: bytes, path: str | os.PathLike[str]) -> None:
+    """Write all of `data` to `fd` (os.write may take less), naming `path` on failure.
+
+    Raises:
+        CaptureWriteError: the write failed (a full disk, an I/O error).
+    """
+    view = memoryview(data)
+    while view:
+        try:
+            written = os.write(fd, view)
+        except OSError as exc:
+            raise CaptureWriteError(f"{os.fspath(path)}: write failed: {exc.strerror}") from exc
+        view = view[written:]
 
 
 class CaptureOutput(Protocol):
@@ -142,13 +158,7 @@ class PcapngFileOutput(BatchOutput):
 
     def _write(self, data: bytes) -> None:
         assert self._fd is not None
-        view = memoryview(data)
-        while view:
-            try:
-                written = os.write(self._fd, view)
-            except OSError as exc:
-                raise CaptureWriteError(f"{self.path}: write failed: {exc.strerror}") from exc
-            view = view[written:]
+        write_all(self._fd, data, self.path)
 
     def _finish(self) -> None:
         if self._fd is None:
