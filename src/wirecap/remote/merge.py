@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, Literal
 
 from wirecap.core.formats.decoder import CaptureDecoder
-from wirecap.core.formats.merge import LiveMerger, PcapngMergeWriter, PushResult, merge_packets
+from wirecap.core.formats.merge import LiveMerger, PcapngMergeWriter, merge_packets
 from wirecap.core.formats.pcap import (
     FILE_HEADER_LEN,
     MAGIC_MICROSECONDS,
@@ -422,8 +422,21 @@ class _Merge:
     def _feed(self, index: int, decoder: CaptureDecoder, chunk: bytes) -> None:
         decoder.feed(chunk)
         now = self.clock()
-        # Packets go to the merger a run at a time; any other event (a new
-        # interface, a heartbeat) is handled after the packets before it.
+        self._events(index, decoder, now)
+        self.release(now)
+
+    def _close(self, index: int, decoder: CaptureDecoder) -> None:
+        try:
+            decoder.close()
+        except DecodeError as exc:
+            if decoder.offset == 0:
+                raise _StreamFailed("empty body: no pcap or pcapng header") from None
+            raise _StreamFailed(f"stream ended mid-record: {exc}") from None
+        self._events(index, decoder, self.clock())
+
+    def _events(self, index: int, decoder: CaptureDecoder, now: int) -> None:
+        """Everything the decoder has ready: packets to the merger a run at a time,
+        any other event (a new interface, a heartbeat) after the packets before it."""
         packets: list[Packet] = []
         for event in decoder.events():
             if isinstance(event, Packet):
@@ -432,10 +445,12 @@ class _Merge:
             if packets:
                 self._packets(index, packets, now)
                 packets = []
-            self._event(index, event, now)
+            if isinstance(event, InterfaceStatistics):
+                self.merger.advance(index, event.ts_ns)
+            else:
+                self.output.event(index, event)
         if packets:
             self._packets(index, packets, now)
-        self.release(now)
 
     def _packets(self, index: int, packets: list[Packet], now: int) -> None:
         status = self.status[index]
@@ -446,32 +461,6 @@ class _Merge:
         for packet in self.merger.push_many(index, packets, now_ns=now):
             status.late += 1
             self.output.packet(index, packet)  # late: written anyway, out of order
-
-    def _close(self, index: int, decoder: CaptureDecoder) -> None:
-        try:
-            decoder.close()
-        except DecodeError as exc:
-            if decoder.offset == 0:
-                raise _StreamFailed("empty body: no pcap or pcapng header") from None
-            raise _StreamFailed(f"stream ended mid-record: {exc}") from None
-        now = self.clock()
-        for event in decoder.events():
-            self._event(index, event, now)
-
-    def _event(self, index: int, event: Event, now: int) -> None:
-        if isinstance(event, Packet):
-            status = self.status[index]
-            status.packets += 1
-            status.bytes += len(event.data)
-            # Packet.data is an immutable bytes copy made by the decoder: nothing
-            # released here shares a buffer the stream goes on to reuse.
-            if self.merger.push(index, event, now_ns=now) is PushResult.LATE:
-                status.late += 1
-                self.output.packet(index, event)  # late: written anyway, out of order
-        elif isinstance(event, InterfaceStatistics):
-            self.merger.advance(index, event.ts_ns)
-        else:
-            self.output.event(index, event)
 
     def _failed(self, index: int, reason: str) -> None:
         status = self.status[index]
@@ -625,55 +614,58 @@ def _merge_files(merge: _Merge, sources: Sequence[FileSource]) -> None:
     output.finish()
 
 
-def _copyable(sources: Sequence[FileSource], file_format: Format) -> bool:
-    """Whether `RecordMerge` can take every file (unreadable ones fail in it later).
+def _map(path: Path, stack: contextlib.ExitStack) -> mmap.mmap:
+    """The whole file, mapped read-only (closed with `stack`)."""
+    with open(path, "rb") as file:
+        size = os.fstat(file.fileno()).st_size
+        if size < FILE_HEADER_LEN:
+            raise TruncatedError(f"{path}: capture ended inside the file header ({size} bytes)")
+        buffer = mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ)
+    stack.callback(_close_quietly, buffer)
+    return buffer
+
+
+def _copyable(opened: mmap.mmap | Exception, file_format: Format) -> bool:
+    """Whether `RecordMerge` takes this file (one that failed to open fails in it too).
 
     pcap files always; pcapng files for pcapng output when `pcapng_copyable`
     says so (one little-endian section of blocks it can copy or pass on).
     """
-    if not NATIVE or len(sources) > MAX_SOURCES:
-        return False
-    for source in sources:
-        try:
-            with open(source.path, "rb") as file:
-                magic = file.read(4)
-                if len(magic) < 4 or magic in _PCAP_MAGICS:
-                    continue
-                if magic != _PCAPNG_MAGIC or file_format != "pcapng":
-                    return False
-                if not os.fstat(file.fileno()).st_size:
-                    return False
-                with mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as view:
-                    if not pcapng_copyable(view):
-                        return False
-        except OSError:
-            continue
-    return True
+    if isinstance(opened, Exception) or opened[:4] in _PCAP_MAGICS:
+        return True
+    return opened[:4] == _PCAPNG_MAGIC and file_format == "pcapng" and pcapng_copyable(opened)
 
 
-def _merge_by_copy(merge: _Merge, sources: Sequence[FileSource]) -> None:
-    """The k-way merge copying record bytes (`RecordMerge`), when `_copyable` allows it.
+def _merge_by_copy(merge: _Merge, sources: Sequence[FileSource]) -> bool:
+    """The k-way merge copying record bytes (`RecordMerge`), when it can take every file.
 
     Same order, counts and per-file errors as `_merge_files`, many times
-    faster: records are not decoded into packets and encoded again.
+    faster: records are not decoded into packets and encoded again. Returns
+    False, having written and reported nothing, when a file is one it cannot
+    take: the caller runs the decoding merge instead. Each file is opened and
+    mapped once, for the check and the merge.
     """
+    if not NATIVE or len(sources) > MAX_SOURCES:
+        return False
     output = merge.output
     files: list[PcapFile | PcapngFile] = []
     indexes: list[int] = []
     first: Interface | None = None
     with contextlib.ExitStack() as stack:
-        for index, source in enumerate(sources):
+        opened: list[mmap.mmap | Exception] = []
+        for source in sources:
+            try:
+                opened.append(_map(Path(source.path), stack))
+            except (OSError, DecodeError) as exc:
+                opened.append(exc)
+        if not all(_copyable(item, output.file_format) for item in opened):
+            return False
+        for index, (source, buffer) in enumerate(zip(sources, opened, strict=True)):
             merge.status[index].connected = True
             path = Path(source.path)
             try:
-                with open(path, "rb") as file:
-                    size = os.fstat(file.fileno()).st_size
-                    if size < FILE_HEADER_LEN:
-                        raise TruncatedError(
-                            f"{path}: capture ended inside the file header ({size} bytes)"
-                        )
-                    buffer = mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ)
-                stack.callback(_close_quietly, buffer)
+                if isinstance(buffer, Exception):
+                    raise buffer
                 if buffer[:4] == _PCAPNG_MAGIC:
                     files.append(PcapngFile(buffer))
                     indexes.append(index)
@@ -695,7 +687,7 @@ def _merge_by_copy(merge: _Merge, sources: Sequence[FileSource]) -> None:
             indexes.append(index)
         if not files:
             output.finish()
-            return
+            return True
 
         def rename(source: int, interface: Interface) -> Interface:
             # As the decoding merge names them: LABEL[:IFACE], the label in front
@@ -723,6 +715,7 @@ def _merge_by_copy(merge: _Merge, sources: Sequence[FileSource]) -> None:
             status.packets, status.bytes = stats.packets, stats.bytes
             status.done = status.error is None and not stopped
         del records  # its views of the mmaps must go before the mmaps close
+    return True
 
 
 def _close_quietly(buffer: mmap.mmap) -> None:
@@ -782,9 +775,7 @@ def merge(
                 for signum in (signal.SIGINT, signal.SIGTERM)
             }
             try:
-                if _copyable(files, options.file_format):
-                    _merge_by_copy(run, files)
-                else:
+                if not _merge_by_copy(run, files):
                     _merge_files(run, files)
             except _OutputClosed:
                 run.output_closed = True
